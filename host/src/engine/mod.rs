@@ -1,0 +1,224 @@
+//! The sandbox policy plugins run in.
+//!
+//! One [`Engine`] per process holds the wasmtime engine (pooling allocator, fuel
+//! metering, epoch interruption driven by a ticker thread) and the linker. It
+//! compiles components into [`Plugin`]s off the request path; a `Plugin` then
+//! runs each hook in a fresh instance under that plugin's [`Limits`].
+//!
+//! The safe defaults for all of this live here and nowhere else.
+
+mod bindings;
+mod error;
+mod plugin;
+mod store;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    thread,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig,
+    component::{Component, Linker},
+};
+
+pub use bindings::types::{
+    Call, CallVerdict, Denial, ListRequest, ListVerdict, ListedTool, PastCall, Principal, ResultVerdict, Rewrite,
+    Target, TargetKind, ToolAnnotations,
+};
+pub use error::{Failure, Hook, LoadError, PluginError};
+pub use plugin::{Hooks, Invocation, Plugin};
+use store::StoreState;
+
+/// How often the epoch ticker advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Compiled components kept in memory, by digest, so reloading a chain whose
+/// plugins did not change (or only their config did) compiles nothing.
+const COMPILED_CACHE_ENTRIES: usize = 64;
+
+/// Resource limits for one plugin, applied to every hook invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly, WebAssembly instructions) per invocation, instantiation included.
+    pub fuel: u64,
+    /// Wall-clock time per invocation, instantiation included.
+    pub deadline: Duration,
+    /// Linear memory the instance may hold, in bytes.
+    pub memory_bytes: usize,
+    /// The largest JSON a plugin may return in a rewrite, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    /// Generous for Rust plugins (a reference policy uses well under 1% of this
+    /// fuel per call), tight enough that a runaway plugin costs a request tens
+    /// of milliseconds, not a worker.
+    fn default() -> Self {
+        Self {
+            fuel: 20_000_000,
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Process-wide engine settings (the `[engine]` table of the gateway config).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// How many plugin instances may be alive at once across all requests.
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be given, in MiB; per-plugin
+    /// memory limits must fit under it.
+    pub max_memory_mib: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { max_instances: 256, max_memory_mib: 1024 }
+    }
+}
+
+/// The compiled-code cache and runtime shared by every plugin.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<StoreState>,
+    settings: EngineSettings,
+    compiled: Mutex<CompiledCache>,
+}
+
+/// Least-recently-inserted eviction is enough: entries are few and cheap to rebuild.
+#[derive(Default)]
+struct CompiledCache {
+    by_digest: HashMap<String, Component>,
+    order: VecDeque<String>,
+}
+
+impl Engine {
+    /// Build the engine and start its epoch ticker (a thread that lives as long
+    /// as the engine).
+    pub fn new(settings: &EngineSettings) -> Result<Self, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let max_memory = (settings.max_memory_mib as usize) << 20;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(settings.max_instances)
+            // Components from Python or JavaScript toolchains carry several core
+            // modules, memories and large tables; Rust ones need one of each.
+            .total_core_instances(settings.max_instances.saturating_mul(4))
+            .total_memories(settings.max_instances.saturating_mul(2))
+            .total_tables(settings.max_instances.saturating_mul(4))
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .max_memories_per_module(2)
+            .max_tables_per_module(8)
+            .table_elements(100_000)
+            .max_core_instance_size(8 << 20)
+            .max_component_instance_size(8 << 20)
+            .max_memory_size(max_memory)
+            .total_stacks(0);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            // Hooks are synchronous calls; the async machinery only costs time.
+            .concurrency_support(false)
+            .wasm_component_model(true)
+            .max_wasm_stack(1 << 20)
+            .parallel_compilation(true);
+        let wasmtime = wasmtime::Engine::new(&config).map_err(engine_error)?;
+
+        let mut linker = Linker::new(&wasmtime);
+        store::link(&mut linker).map_err(engine_error)?;
+
+        let weak = wasmtime.weak();
+        thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Self {
+            inner: Arc::new(EngineInner { wasmtime, linker, settings: settings.clone(), compiled: Mutex::default() }),
+        })
+    }
+
+    /// The settings the engine was built with.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// Compile a component and prepare it for per-call instantiation. This is
+    /// the slow step (tens to hundreds of milliseconds): keep it off the
+    /// request path.
+    pub fn load(&self, name: &str, bytes: &[u8], limits: Limits) -> Result<Plugin, LoadError> {
+        Plugin::load(self, name, bytes, limits)
+    }
+
+    /// Compile `bytes`, or reuse the component compiled from the same digest.
+    fn compile(&self, digest: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        if let Some(component) = self.inner.compiled.lock().unwrap().by_digest.get(digest) {
+            return Ok(component.clone());
+        }
+        // Compile without holding the lock: it takes a while.
+        let component = Component::new(&self.inner.wasmtime, bytes)?;
+        let mut cache = self.inner.compiled.lock().unwrap();
+        if cache.by_digest.insert(digest.to_owned(), component.clone()).is_none() {
+            cache.order.push_back(digest.to_owned());
+        }
+        while cache.order.len() > COMPILED_CACHE_ENTRIES {
+            if let Some(old) = cache.order.pop_front() {
+                cache.by_digest.remove(&old);
+            }
+        }
+        Ok(component)
+    }
+
+    /// Reject limits the engine cannot honour, before anything is compiled.
+    fn check_limits(&self, name: &str, limits: &Limits) -> Result<(), LoadError> {
+        let max = (self.inner.settings.max_memory_mib as usize) << 20;
+        if limits.memory_bytes > max {
+            return Err(LoadError::Limits {
+                plugin: name.to_owned(),
+                reason: format!(
+                    "memory limit {} MiB is above the engine's max_memory_mib ({})",
+                    limits.memory_bytes >> 20,
+                    self.inner.settings.max_memory_mib
+                ),
+            });
+        }
+        if limits.fuel == 0 || limits.deadline.is_zero() || limits.memory_bytes == 0 {
+            return Err(LoadError::Limits {
+                plugin: name.to_owned(),
+                reason: "fuel, deadline and memory must all be above zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Epoch ticks that cover `deadline`, rounded up, plus one because the next
+/// tick may land right after the deadline is set.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (deadline.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

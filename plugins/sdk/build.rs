@@ -1,0 +1,76 @@
+//! Generates the `export!` macro with the absolute path of the repository's
+//! `wit/` folder baked in.
+//!
+//! `wit_bindgen::generate!` resolves `path` against the manifest folder of the
+//! crate that *invokes* it (the plugin), so a macro shipped by this SDK cannot
+//! use a relative path; it needs this one. Each hook combination gets its own
+//! arm because the world text must reach `generate!` as one string literal.
+
+use std::{env, fmt::Write, fs, path::PathBuf};
+
+const HOOKS: [&str; 3] = ["call", "result", "list"];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let wit = manifest.join("../../wit").canonicalize().expect("the repository's wit/ folder");
+    println!("cargo:rerun-if-changed={}", wit.display());
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let wit = wit.to_str().expect("a UTF-8 path to wit/").replace('\\', "/");
+    let mut arms = String::new();
+    // Every non-empty subset of the hooks, in canonical order.
+    for mask in 1u8..8 {
+        let hooks: Vec<&str> = (0..3).filter(|i| mask & (1 << i) != 0).map(|i| HOOKS[i]).collect();
+        let includes: String = hooks.iter().map(|h| format!("include warden:policy/{h}-policy@0.1.0; ")).collect();
+        let pattern = hooks.join(", ");
+        let impls: String = hooks.iter().map(|h| format!("$crate::__impl_hook!({h}, $ty);\n")).collect();
+        write!(
+            arms,
+            r#"
+    ($ty:ty : {pattern}) => {{
+        #[doc(hidden)]
+        #[allow(missing_docs, unsafe_code, clippy::all)]
+        mod __warden_export {{
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__private::wit_bindgen::generate!({{
+                path: "{wit}",
+                inline: "package warden:plugin; world plugin {{ {includes}}}",
+                world: "warden:plugin/plugin",
+                with: {{
+                    "warden:policy/types@0.1.0": ::warden_policy_sdk::types,
+                    "warden:policy/host@0.1.0": ::warden_policy_sdk::__private::host,
+                }},
+                runtime_path: "::warden_policy_sdk::__private::wit_bindgen::rt",
+            }});
+            struct Export;
+            impl exports::warden::policy::config::Guest for Export {{
+                fn validate_config(config: String) -> Result<(), Vec<String>> {{
+                    $crate::__private::validate_config::<$ty>(&config)
+                }}
+            }}
+            {impls}
+            export!(Export);
+        }}
+    }};"#
+        )
+        .unwrap();
+    }
+    let source = format!(
+        r#"/// Exports a policy type as a Warden plugin, with the hooks listed after the colon.
+///
+/// Hooks are written in the order `call`, `result`, `list`; list only the ones your
+/// type implements (`CallPolicy`, `ResultPolicy`, `ListPolicy`). Hooks you do not
+/// list are absent from the component, and the gateway never calls them.
+///
+/// ```ignore
+/// warden_policy_sdk::export!(MyPolicy: call, list);
+/// ```
+#[macro_export]
+macro_rules! export {{{arms}
+}}
+"#
+    );
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("export_macro.rs");
+    fs::write(out, source).unwrap();
+}

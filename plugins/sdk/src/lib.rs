@@ -1,0 +1,238 @@
+//! Write Warden policy plugins in Rust.
+//!
+//! A policy is a type that implements [`Policy`] (its configuration) and one or
+//! more of the hook traits [`CallPolicy`], [`ResultPolicy`] and [`ListPolicy`].
+//! The [`export!`] macro turns it into a WebAssembly component that exports
+//! exactly those hooks, built with `cargo build --target wasm32-wasip2`:
+//!
+//! ```ignore
+//! use warden_policy_sdk::{CallPolicy, CallVerdict, Call, Policy};
+//!
+//! #[derive(serde::Deserialize, Default)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { blocked: Vec<String> }
+//!
+//! struct Blocklist;
+//!
+//! impl Policy for Blocklist {
+//!     type Config = Config;
+//! }
+//!
+//! impl CallPolicy for Blocklist {
+//!     fn on_call(config: &Config, call: &Call) -> CallVerdict {
+//!         if config.blocked.contains(&call.target.name) {
+//!             return CallVerdict::deny("blocked", format!("{} is blocked", call.target.name));
+//!         }
+//!         CallVerdict::Allow
+//!     }
+//! }
+//!
+//! warden_policy_sdk::export!(Blocklist: call);
+//! ```
+//!
+//! The types mirror the WIT contract in `wit/policy.wit` (package
+//! `warden:policy@0.1.0`); read it for what each field means. Everything here
+//! also compiles for the host target, so policy logic can be unit-tested with a
+//! plain `cargo test`.
+
+use serde::de::DeserializeOwned;
+pub use serde_json::{self, Value};
+
+mod patterns;
+pub use patterns::{Pattern, PatternError};
+
+#[allow(missing_docs, unsafe_code, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        inline: "package warden:sdk; world imports { import warden:policy/host@0.1.0; }",
+        world: "warden:sdk/imports",
+        generate_all,
+    });
+}
+
+/// The records and variants of the WIT contract (`warden:policy/types`).
+pub mod types {
+    pub use crate::bindings::warden::policy::types::*;
+}
+pub use types::{
+    Call, CallVerdict, Denial, ListRequest, ListVerdict, ListedTool, LogLevel, PastCall, Principal, ResultVerdict,
+    Rewrite, Target, TargetKind, ToolAnnotations,
+};
+
+/// A policy's configuration: parsed from the plugin's section of the chain config.
+pub trait Policy {
+    /// The configuration type. Use `#[serde(deny_unknown_fields)]` so typos are
+    /// caught when the gateway loads the chain, and `Default` for an absent config.
+    type Config: DeserializeOwned;
+
+    /// Semantic checks that deserialization cannot express. Return every
+    /// problem, each naming its field.
+    fn validate(config: &Self::Config) -> Result<(), Vec<String>> {
+        let _ = config;
+        Ok(())
+    }
+}
+
+/// A policy that decides on calls before they reach their upstream.
+pub trait CallPolicy: Policy {
+    /// Decide on one call. See `call-hook.on-call` in the WIT contract.
+    fn on_call(config: &Self::Config, call: &Call) -> CallVerdict;
+}
+
+/// A policy that inspects or rewrites results before the client sees them.
+pub trait ResultPolicy: Policy {
+    /// Decide on one result; `output` is the parsed MCP result object.
+    fn on_result(config: &Self::Config, call: &Call, output: Value) -> ResultVerdict;
+}
+
+/// A policy that filters or flags tool listings.
+pub trait ListPolicy: Policy {
+    /// Return one verdict per tool, in order.
+    fn on_list(config: &Self::Config, request: &ListRequest, tools: &[ListedTool]) -> Vec<ListVerdict>;
+}
+
+impl CallVerdict {
+    /// Refuse the call with a machine-readable code and a human-readable reason.
+    pub fn deny(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Deny(Denial { code: code.into(), reason: reason.into() })
+    }
+
+    /// Replace the call's arguments.
+    pub fn rewrite(arguments: &Value, note: impl Into<String>) -> Self {
+        Self::Rewrite(Rewrite { json: arguments.to_string(), note: note.into() })
+    }
+
+    /// Ask for a human's approval with the given question.
+    pub fn ask(prompt: impl Into<String>) -> Self {
+        Self::Ask(prompt.into())
+    }
+}
+
+impl ResultVerdict {
+    /// Withhold the result with a machine-readable code and a human-readable reason.
+    pub fn deny(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Deny(Denial { code: code.into(), reason: reason.into() })
+    }
+
+    /// Replace the result.
+    pub fn rewrite(output: &Value, note: impl Into<String>) -> Self {
+        Self::Rewrite(Rewrite { json: output.to_string(), note: note.into() })
+    }
+}
+
+impl Call {
+    /// The call's arguments, parsed. The gateway guarantees a JSON object.
+    pub fn arguments_json(&self) -> Value {
+        serde_json::from_str(&self.arguments).unwrap_or(Value::Null)
+    }
+
+    /// The principal's verified claims, parsed.
+    pub fn claims_json(&self) -> Value {
+        serde_json::from_str(&self.principal.claims).unwrap_or(Value::Null)
+    }
+}
+
+impl Principal {
+    /// Whether the principal holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Write a line to the gateway's log (to standard error when not running in Warden).
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::warden::policy::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// Parse a plugin configuration the way the gateway hands it over: JSON text,
+/// where an empty string means "no configuration" (`{}`).
+pub fn parse_config<C: DeserializeOwned>(config: &str) -> Result<C, String> {
+    let text = if config.trim().is_empty() { "{}" } else { config };
+    serde_json::from_str(text).map_err(|e| format!("config: {e}"))
+}
+
+/// What the `export!` macro expands to. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use crate::bindings::warden::policy::host;
+    pub use wit_bindgen;
+
+    pub fn validate_config<P: Policy>(config: &str) -> Result<(), Vec<String>> {
+        let config: P::Config = parse_config(config).map_err(|e| vec![e])?;
+        P::validate(&config)
+    }
+
+    fn config_or<P: Policy, V>(config: &str, fail: impl FnOnce(Denial) -> V) -> Result<P::Config, V> {
+        // The gateway validated this config at load time; failing here means the
+        // plugin changed under it. Fail closed.
+        parse_config(config).map_err(|reason| fail(Denial { code: "invalid-config".into(), reason }))
+    }
+
+    pub fn on_call<P: CallPolicy>(config: &str, call: Call) -> CallVerdict {
+        match config_or::<P, _>(config, CallVerdict::Deny) {
+            Ok(config) => P::on_call(&config, &call),
+            Err(verdict) => verdict,
+        }
+    }
+
+    pub fn on_result<P: ResultPolicy>(config: &str, call: Call, output: String) -> ResultVerdict {
+        let config = match config_or::<P, _>(config, ResultVerdict::Deny) {
+            Ok(config) => config,
+            Err(verdict) => return verdict,
+        };
+        match serde_json::from_str(&output) {
+            Ok(output) => P::on_result(&config, &call, output),
+            Err(e) => ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+        }
+    }
+
+    pub fn on_list<P: ListPolicy>(config: &str, request: ListRequest, tools: Vec<ListedTool>) -> Vec<ListVerdict> {
+        match config_or::<P, _>(config, |d| d) {
+            Ok(config) => P::on_list(&config, &request, &tools),
+            // One hide per tool: a plugin that cannot read its config shows nothing.
+            Err(denial) => tools.iter().map(|_| ListVerdict::Hide(denial.reason.clone())).collect(),
+        }
+    }
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __impl_hook {
+    (call, $ty:ty) => {
+        impl exports::warden::policy::call_hook::Guest for Export {
+            fn on_call(config: String, call: ::warden_policy_sdk::Call) -> ::warden_policy_sdk::CallVerdict {
+                ::warden_policy_sdk::__private::on_call::<$ty>(&config, call)
+            }
+        }
+    };
+    (result, $ty:ty) => {
+        impl exports::warden::policy::result_hook::Guest for Export {
+            fn on_result(
+                config: String,
+                call: ::warden_policy_sdk::Call,
+                output: String,
+            ) -> ::warden_policy_sdk::ResultVerdict {
+                ::warden_policy_sdk::__private::on_result::<$ty>(&config, call, output)
+            }
+        }
+    };
+    (list, $ty:ty) => {
+        impl exports::warden::policy::list_hook::Guest for Export {
+            fn on_list(
+                config: String,
+                request: ::warden_policy_sdk::ListRequest,
+                tools: Vec<::warden_policy_sdk::ListedTool>,
+            ) -> Vec<::warden_policy_sdk::ListVerdict> {
+                ::warden_policy_sdk::__private::on_list::<$ty>(&config, request, tools)
+            }
+        }
+    };
+}
+
+include!(concat!(env!("OUT_DIR"), "/export_macro.rs"));
