@@ -14,7 +14,7 @@ use std::{
 };
 
 /// Plugin packages to build: the reference policies, then the test plugins.
-const PLUGINS: [&str; 1] = ["hostile"];
+const PLUGINS: [&str; 5] = ["rbac", "chain-detect", "injection-sanitizer", "tenant-filter", "hostile"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {

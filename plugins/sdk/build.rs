@@ -28,6 +28,10 @@ fn main() {
             arms,
             r#"
     ($ty:ty : {pattern}) => {{
+        // Exported names like `warden:policy/call-hook@0.1.0#on-call` are not
+        // valid symbols for native linkers, so the exports exist only in Wasm
+        // builds; native builds (unit tests) compile the policy logic alone.
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(missing_docs, unsafe_code, clippy::all)]
         mod __warden_export {{

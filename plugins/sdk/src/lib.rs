@@ -47,6 +47,7 @@ mod bindings {
         path: "../../wit",
         inline: "package warden:sdk; world imports { import warden:policy/host@0.1.0; }",
         world: "warden:sdk/imports",
+        additional_derives: [PartialEq, Eq],
         generate_all,
     });
 }
@@ -137,6 +138,57 @@ impl Principal {
     /// Whether the principal holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+}
+
+impl Default for ToolAnnotations {
+    /// No hints at all, as for a tool whose server declared none.
+    fn default() -> Self {
+        Self { title: None, read_only_hint: None, destructive_hint: None, idempotent_hint: None, open_world_hint: None }
+    }
+}
+
+/// Builders for the records hooks receive, for policies' unit tests.
+pub mod testing {
+    use super::*;
+
+    /// A principal with no tenant, roles or scopes.
+    pub fn principal(subject: &str) -> Principal {
+        Principal { subject: subject.into(), tenant: None, roles: vec![], scopes: vec![], claims: "{}".into() }
+    }
+
+    /// A tool call to `server/name` with empty arguments and history, by `alice`.
+    pub fn call(server: &str, name: &str) -> Call {
+        Call {
+            request_id: "test-request".into(),
+            session_id: Some("test-session".into()),
+            principal: principal("alice"),
+            target: Target {
+                kind: TargetKind::Tool,
+                server: server.into(),
+                name: name.into(),
+                annotations: ToolAnnotations::default(),
+            },
+            arguments: "{}".into(),
+            history: vec![],
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    /// A listed tool with an empty input schema.
+    pub fn listed_tool(server: &str, name: &str, description: &str) -> ListedTool {
+        ListedTool {
+            server: server.into(),
+            name: name.into(),
+            description: Some(description.into()),
+            annotations: ToolAnnotations::default(),
+            input_schema: "{}".into(),
+        }
+    }
+
+    /// A listing request by `principal`.
+    pub fn list_request(principal: Principal) -> ListRequest {
+        ListRequest { request_id: "test-request".into(), session_id: Some("test-session".into()), principal }
     }
 }
 

@@ -1,0 +1,151 @@
+//! Chain semantics, with real plugins: the hostile test plugin in its
+//! well-behaved modes, and the reference RBAC policy for listings.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::engine::{
+    Failure, Limits,
+    tests::{call, engine, hostile_bytes},
+};
+
+fn link(name: &str, config: Value, fail_open: bool) -> Link {
+    link_with(name, config, fail_open, Limits::default())
+}
+
+fn link_with(name: &str, config: Value, fail_open: bool, limits: Limits) -> Link {
+    let plugin = engine().load(name, hostile_bytes(), limits).unwrap();
+    Link { plugin, config_json: config.to_string(), fail_open, source: "test".into() }
+}
+
+fn behave(name: &str, behavior: &str) -> Link {
+    link(name, json!({ "behavior": behavior, "name": name }), false)
+}
+
+fn ran(steps: &[Step]) -> Vec<&str> {
+    steps.iter().map(|s| s.plugin.as_str()).collect()
+}
+
+#[test]
+fn the_first_deny_ends_the_chain() {
+    let chain = Chain::new(vec![behave("a", "tag"), behave("b", "deny"), behave("c", "tag")]);
+    let decision = chain.on_call(&mut call(json!({})));
+    assert_eq!(
+        decision.outcome,
+        CallOutcome::Deny(Rejection { plugin: "b".into(), code: "hostile".into(), reason: "b denies".into() })
+    );
+    assert_eq!(ran(&decision.steps), ["a", "b"], "c must not run after b denied");
+}
+
+#[test]
+fn rewrites_feed_the_next_plugin() {
+    let chain = Chain::new(vec![behave("a", "tag"), behave("b", "tag"), behave("c", "allow")]);
+    let mut call = call(json!({"query": "SELECT 1"}));
+    let decision = chain.on_call(&mut call);
+    assert_eq!(decision.outcome, CallOutcome::Allow);
+    let arguments: Value = serde_json::from_str(&call.arguments).unwrap();
+    assert_eq!(arguments, json!({"query": "SELECT 1", "touched_by": ["a", "b"]}));
+    assert_eq!(decision.steps[0].outcome, StepOutcome::Rewrote { note: "tagged".into() });
+    assert_eq!(decision.steps[2].outcome, StepOutcome::Allowed);
+    assert!(decision.steps.iter().all(|s| s.fuel_used > 0));
+}
+
+#[test]
+fn an_ask_lets_later_plugins_run_and_a_later_deny_wins() {
+    let asks_then_tags = Chain::new(vec![behave("a", "ask"), behave("b", "tag"), behave("c", "ask")]);
+    let mut c = call(json!({}));
+    let decision = asks_then_tags.on_call(&mut c);
+    assert_eq!(decision.outcome, CallOutcome::Ask(Approval { plugin: "a".into(), prompt: "a asks".into() }));
+    assert_eq!(ran(&decision.steps), ["a", "b", "c"]);
+    assert!(c.arguments.contains("touched_by"));
+
+    let asks_then_denies = Chain::new(vec![behave("a", "ask"), behave("b", "deny")]);
+    assert!(matches!(asks_then_denies.on_call(&mut call(json!({}))).outcome, CallOutcome::Deny(r) if r.plugin == "b"));
+}
+
+#[test]
+fn a_failing_plugin_fails_closed_by_default() {
+    let limits = Limits { fuel: 1_000_000, ..Limits::default() };
+    let spin = json!({"behavior": "spin"});
+    let chain = Chain::new(vec![link_with("spinner", spin.clone(), false, limits), behave("after", "tag")]);
+    let decision = chain.on_call(&mut call(json!({})));
+    let CallOutcome::Deny(rejection) = decision.outcome else { panic!("must fail closed") };
+    assert_eq!(rejection.code, POLICY_FAILED);
+    assert_eq!(rejection.reason, "policy \"spinner\" on-call ran out of fuel (limit 1000000)");
+    assert_eq!(ran(&decision.steps), ["spinner"]);
+
+    let open = Chain::new(vec![link_with("spinner", spin, true, limits), behave("after", "tag")]);
+    let mut c = call(json!({}));
+    let decision = open.on_call(&mut c);
+    assert_eq!(decision.outcome, CallOutcome::Allow);
+    let StepOutcome::Failed { error, fail_open: true } = &decision.steps[0].outcome else { panic!("failure recorded") };
+    assert_eq!(error.failure, Failure::OutOfFuel { limit: 1_000_000 });
+    assert_eq!(ran(&decision.steps), ["spinner", "after"]);
+}
+
+#[test]
+fn results_are_rewritten_in_order_and_a_deny_withholds_them() {
+    let output = json!({"content": [{"type": "text", "text": "hi"}]}).to_string();
+    let chain = Chain::new(vec![behave("a", "tag"), behave("b", "tag")]);
+    let ResultOutcome::Allow(out) = chain.on_result(&call(json!({})), output.clone()).outcome else { panic!() };
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["touched_by"], json!(["a", "b"]));
+
+    let chain = Chain::new(vec![behave("a", "deny"), behave("b", "tag")]);
+    let decision = chain.on_result(&call(json!({})), output);
+    assert!(matches!(decision.outcome, ResultOutcome::Deny(r) if r.plugin == "a"));
+    assert_eq!(ran(&decision.steps), ["a"]);
+}
+
+fn tools() -> Vec<ListedTool> {
+    let annotations = call(json!({})).target.annotations;
+    ["query_analytics_db", "write_workspace_file"]
+        .map(|name| ListedTool {
+            server: "analytics".into(),
+            name: name.into(),
+            description: Some(format!("{name} does things")),
+            annotations: annotations.clone(),
+            input_schema: "{}".into(),
+        })
+        .to_vec()
+}
+
+fn rbac_link() -> Link {
+    let config = json!({"roles": {"analyst": {"allow": ["*/query_*"]}}});
+    let plugin = engine().load("rbac", crate::builtin::bytes("rbac").unwrap(), Limits::default()).unwrap();
+    plugin.validate_config(&config.to_string()).unwrap();
+    Link { plugin, config_json: config.to_string(), fail_open: false, source: "builtin:rbac".into() }
+}
+
+#[test]
+fn listings_hide_and_flag_and_later_plugins_see_only_what_is_left() {
+    let chain = Chain::new(vec![rbac_link(), behave("flagger", "tag")]);
+    let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };
+    let decision = chain.on_list(&request, &tools(), 0);
+    assert_eq!(decision.tools[0], Visibility::Shown(vec![("flagger".into(), "flagger flags".into())]));
+    let Visibility::Hidden(why) = &decision.tools[1] else { panic!("analyst must not see the write tool") };
+    assert_eq!(why.plugin, "rbac");
+    assert_eq!(decision.steps[0].outcome, StepOutcome::Listed { hidden: 1, flagged: 0 });
+    assert_eq!(decision.steps[1].outcome, StepOutcome::Listed { hidden: 0, flagged: 1 }, "flagger saw one tool");
+}
+
+#[test]
+fn a_failing_list_plugin_hides_everything() {
+    let chain = Chain::new(vec![behave("broken", "wrong-length")]);
+    let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };
+    let decision = chain.on_list(&request, &tools(), 0);
+    for tool in &decision.tools {
+        let Visibility::Hidden(r) = tool else { panic!("must be hidden: {tool:?}") };
+        assert_eq!(r.code, POLICY_FAILED);
+        assert_eq!(r.reason, "policy \"broken\" on-list returned 3 verdicts for 2 tools");
+    }
+}
+
+#[test]
+fn plugins_without_a_hook_are_skipped() {
+    // RBAC has no result hook: the result passes untouched and nothing is recorded.
+    let chain = Chain::new(vec![rbac_link()]);
+    let decision = chain.on_result(&call(json!({})), "{\"content\":[]}".into());
+    assert_eq!(decision.outcome, ResultOutcome::Allow("{\"content\":[]}".into()));
+    assert!(decision.steps.is_empty());
+}
