@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
+pub use self::warden::policy::types;
 pub use exports::warden::policy::{call_hook, config, list_hook, result_hook};
-pub use warden::policy::types;

@@ -201,10 +201,23 @@ pub fn log(level: LogLevel, message: &str) {
 }
 
 /// Parse a plugin configuration the way the gateway hands it over: JSON text,
-/// where an empty string means "no configuration" (`{}`).
+/// where an empty string means "no configuration" (`{}`). An error names the
+/// field it is about: `roles.analyst.allow[0]: pattern "": is empty`.
 pub fn parse_config<C: DeserializeOwned>(config: &str) -> Result<C, String> {
     let text = if config.trim().is_empty() { "{}" } else { config };
-    serde_json::from_str(text).map_err(|e| format!("config: {e}"))
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        // serde_json appends a position in the JSON text, which the operator
+        // never saw (they wrote TOML): drop it.
+        let inner = e.inner();
+        let message = inner.to_string();
+        let suffix = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = message.strip_suffix(&suffix).unwrap_or(&message);
+        match e.path().to_string().as_str() {
+            "." => message.to_owned(),
+            path => format!("{path}: {message}"),
+        }
+    })
 }
 
 /// What the `export!` macro expands to. Not part of the public API.

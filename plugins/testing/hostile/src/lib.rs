@@ -1,6 +1,9 @@
 //! A plugin that does, on every hook, what its config says — including every
 //! kind of misbehaviour the engine must contain. Used only by tests.
 
+// The exports exist only in Wasm builds; natively nothing uses the policy.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use serde::Deserialize;
 use warden_policy_sdk::{
     Call, CallPolicy, CallVerdict, ListPolicy, ListRequest, ListVerdict, ListedTool, LogLevel, Policy, ResultPolicy,

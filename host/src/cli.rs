@@ -1,0 +1,213 @@
+//! The `warden` command line: parse arguments, set up logging, call the library.
+//!
+//! Exit codes: 0 success (or, for `policy test`, allow); 1 `policy test`
+//! denied or asked; 2 the command could not run (unreadable input, a plugin
+//! that does not load); 64 invalid configuration, with every problem listed.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    chain::{Chain, Link},
+    config::{self, ConfigError},
+    engine::{Engine, EngineSettings, Limits},
+    policy_test,
+};
+
+/// Exit code for invalid configuration (sysexits' EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a command that could not run.
+pub const EXIT_ERROR: u8 = 2;
+
+/// An MCP gateway whose policies are sandboxed WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate configuration without serving; exits 64 listing every problem.
+    Check(CheckArgs),
+    /// Work with policy plugins.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// A policy chain file (policies/*.toml): parsed, compiled, and each
+    /// plugin's config validated by the plugin.
+    #[arg(long, value_name = "FILE")]
+    chain: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Run a plugin or a chain against a call (and result) or a listing, offline.
+    ///
+    /// Prints each plugin's verdict, fuel and time, then the overall verdict.
+    /// Exits 0 on allow, 1 on deny or ask, 2 on error, 64 on invalid config.
+    Test(PolicyTestArgs),
+}
+
+#[derive(Args, Debug)]
+struct PolicyTestArgs {
+    /// The plugin to test: a .wasm component, or builtin:<name>.
+    #[arg(long, value_name = "SOURCE", required_unless_present = "chain", conflicts_with = "chain")]
+    plugin: Option<String>,
+    /// The plugin's config, a JSON file (default: `{}`).
+    #[arg(long, value_name = "FILE", requires = "plugin")]
+    plugin_config: Option<PathBuf>,
+    /// A chain file to test instead of a single plugin.
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
+    /// A call file (JSON): who calls what, with which arguments and history.
+    #[arg(long, value_name = "FILE", required_unless_present = "list", conflicts_with = "list")]
+    call: Option<PathBuf>,
+    /// An MCP result file (JSON) to run through on-result after the call is allowed.
+    #[arg(long, value_name = "FILE", requires = "call")]
+    result: Option<PathBuf>,
+    /// A listing file (JSON) to run through on-list.
+    #[arg(long, value_name = "FILE")]
+    list: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Fuel per hook call for --plugin.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Deadline per hook call for --plugin, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    deadline_ms: Option<u64>,
+    /// Memory limit for --plugin, in MiB.
+    #[arg(long, value_name = "MIB")]
+    memory_mib: Option<usize>,
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let outcome = match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if let Some(config) = error.downcast_ref::<ConfigError>() {
+                eprint!("{config}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Logs go to stderr; `WARDEN_LOG` (or `RUST_LOG`) sets the filter, e.g.
+/// `WARDEN_LOG=warden=debug`.
+fn init_tracing() {
+    let filter =
+        std::env::var("WARDEN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn engine() -> anyhow::Result<Engine> {
+    Ok(Engine::new(&EngineSettings::default())?)
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let chain = config::chain::load(&engine()?, &args.chain)?;
+    println!("{}: ok ({} plugins)", args.chain.display(), chain.links().len());
+    for link in chain.links() {
+        let hooks: Vec<&str> =
+            [crate::engine::Hook::OnCall, crate::engine::Hook::OnResult, crate::engine::Hook::OnList]
+                .into_iter()
+                .filter(|h| link.plugin.hooks().has(*h))
+                .map(|h| h.as_str())
+                .collect();
+        println!("  {:<20} {:<30} {}", link.plugin.name(), link.source, hooks.join(", "));
+    }
+    Ok(0)
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    serde_json::from_value(read_json(path)?).with_context(|| format!("{} is not a valid test file", path.display()))
+}
+
+fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<u8> {
+    let engine = engine()?;
+    let chain = match (&args.chain, &args.plugin) {
+        (Some(file), _) => config::chain::load(&engine, file)?,
+        (None, Some(source)) => single_plugin(&engine, source, args)?,
+        (None, None) => bail!("give --plugin or --chain"),
+    };
+    let report = match (&args.call, &args.list) {
+        (Some(call), _) => {
+            let result = args.result.as_deref().map(read_json).transpose()?;
+            policy_test::run_call(&chain, parse_json(call)?, result)
+        }
+        (None, Some(list)) => policy_test::run_list(&chain, parse_json(list)?),
+        (None, None) => bail!("give --call or --list"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.verdict.exit_code())
+}
+
+fn single_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow::Result<Chain> {
+    let (name, bytes) = match source.strip_prefix("builtin:") {
+        Some(name) => {
+            let bytes = crate::builtin::bytes(name).with_context(|| format!("no builtin plugin {name:?}"))?;
+            (name.to_owned(), bytes.to_vec())
+        }
+        None => {
+            let path = PathBuf::from(source);
+            let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+            (name, bytes)
+        }
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        fuel: args.fuel.unwrap_or(defaults.fuel),
+        deadline: args.deadline_ms.map(Duration::from_millis).unwrap_or(defaults.deadline),
+        memory_bytes: args.memory_mib.map(|m| m << 20).unwrap_or(defaults.memory_bytes),
+        ..defaults
+    };
+    let config_json = match &args.plugin_config {
+        Some(path) => read_json(path)?.to_string(),
+        None => "{}".to_owned(),
+    };
+    let plugin = engine.load(&name, &bytes, limits)?;
+    if let Err(e) = plugin.validate_config(&config_json) {
+        let mut problems = config::Problems::new(args.plugin_config.clone().unwrap_or_else(|| "<empty config>".into()));
+        problems.push("", e);
+        return Err(problems.into_error().into());
+    }
+    Ok(Chain::new(vec![Link { plugin, config_json, fail_open: false, source: source.to_owned() }]))
+}
