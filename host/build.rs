@@ -13,14 +13,16 @@ use std::{
     process::Command,
 };
 
-/// Plugin packages to build: the reference policies, then the test plugins.
-const PLUGINS: [&str; 5] = ["rbac", "chain-detect", "injection-sanitizer", "tenant-filter", "hostile"];
+/// Plugin packages to build: the reference policies, the test plugin, and the
+/// SDK example (which the tests load, so the example cannot rot).
+const PLUGINS: [&str; 6] =
+    ["rbac", "chain-detect", "injection-sanitizer", "tenant-filter", "hostile", "read-only-mode"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
-    for watched in ["plugins", "wit", "Cargo.lock"] {
+    for watched in ["plugins", "wit", "examples/custom-policy", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -166,3 +166,24 @@ fn invalid_configs_list_every_problem_and_exit_64() {
     }
     assert!(seen >= 3);
 }
+
+#[test]
+fn the_sdk_example_policy_works_as_documented() {
+    let plugin = concat!(env!("WARDEN_PLUGIN_DIR"), "/read_only_mode.wasm");
+    let dir = "examples/custom-policy";
+    let args = [
+        "--plugin",
+        plugin,
+        "--plugin-config",
+        &format!("{dir}/config.json"),
+        "--call",
+        &format!("{dir}/write.call.json"),
+    ];
+    let (code, report) = policy_test(&args);
+    assert_eq!(code, 1);
+    assert_eq!(report["code"], "read-only-mode");
+    assert_eq!(report["reason"], "demo/write_workspace_file may change data");
+    // Read-only tools pass.
+    let (code, _) = policy_test(&["--plugin", plugin, "--call", &call("analyst-query.call.json")]);
+    assert_eq!(code, 0);
+}

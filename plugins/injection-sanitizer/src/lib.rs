@@ -141,18 +141,30 @@ pub enum Poisoned {
     Show,
 }
 
-/// One word of a phrase: its alternatives, and whether it may be left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Word {
-    choices: Vec<String>,
+/// One word of a phrase, borrowed from its source text: `ignore` or
+/// `(all|any)?`. Nothing is copied or lowercased: the plugin runs in a fresh
+/// instance per call, so parsing must cost next to nothing; matching compares
+/// case-insensitively instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word<'p> {
+    /// The alternatives, separated by `|`; each one or more words.
+    choices: &'p str,
     optional: bool,
 }
 
-/// A compiled phrase.
+impl<'p> Word<'p> {
+    fn choices(self) -> impl Iterator<Item = &'p str> {
+        self.choices.split('|')
+    }
+}
+
+/// A parsed phrase.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Phrase {
-    source: String,
-    words: Vec<Word>,
+struct Phrase<'p> {
+    words: Vec<Word<'p>>,
+    /// Every word a match can start with: only text words equal to one of
+    /// these are tried as a start, which skips almost every position.
+    anchors: Vec<&'p str>,
 }
 
 /// Split a phrase on white space outside parentheses, so a choice may hold
@@ -177,68 +189,84 @@ fn tokens(source: &str) -> Vec<&str> {
     out
 }
 
-fn parse_phrase(source: &str) -> Result<Phrase, String> {
+/// Parse a phrase; `check` validates each word (done once, when the gateway
+/// loads the config, not on every call).
+fn parse_phrase(source: &str, check: bool) -> Result<Phrase<'_>, String> {
     let mut words = Vec::new();
     for token in tokens(source) {
         let (token, optional) = match token.strip_suffix('?') {
             Some(t) => (t, true),
             None => (token, false),
         };
-        let inner = match token.strip_prefix('(') {
+        let choices = match token.strip_prefix('(') {
             Some(rest) => rest.strip_suffix(')').ok_or_else(|| format!("{source:?}: unbalanced '(' in {token:?}"))?,
             None => token,
         };
-        let choices: Vec<String> =
-            inner.split('|').map(|c| c.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()).collect();
-        if choices.iter().any(|c| c.is_empty() || !c.split(' ').all(|w| w.chars().all(char::is_alphanumeric))) {
+        let word = Word { choices, optional };
+        let valid = |choice: &str| {
+            choice.split_whitespace().next().is_some()
+                && choice.split_whitespace().all(|w| w.chars().all(char::is_alphanumeric))
+        };
+        if check && !word.choices().all(valid) {
             return Err(format!("{source:?}: {token:?} must be letters and digits, or (a|b) choices of them"));
         }
-        words.push(Word { choices, optional });
+        words.push(word);
     }
-    if words.iter().all(|w| w.optional) {
+    let Some(first_required) = words.iter().position(|w| !w.optional) else {
         return Err(format!("{source:?}: needs at least one required word"));
-    }
-    Ok(Phrase { source: source.to_owned(), words })
+    };
+    let anchors =
+        words[..=first_required].iter().flat_map(|w| w.choices().filter_map(|c| c.split_whitespace().next())).collect();
+    Ok(Phrase { words, anchors })
 }
 
 /// Everything the config asks to find, ready to match.
 struct Matcher<'a> {
-    phrases: Vec<Phrase>,
-    markers: Vec<String>,
-    prefixes: Vec<String>,
+    phrases: Vec<Phrase<'a>>,
+    markers: Vec<&'a str>,
+    prefixes: Vec<&'a str>,
+    /// Bytes (either case) that start some marker.
+    marker_starts: [bool; 256],
     config: &'a Config,
 }
 
 impl<'a> Matcher<'a> {
-    fn new(config: &'a Config) -> Result<Self, Vec<String>> {
+    fn new(config: &'a Config, check: bool) -> Result<Self, Vec<String>> {
         let defaults = config.default_patterns;
-        let pick = |builtin: &[&str], extra: &[String]| -> Vec<String> {
-            builtin.iter().filter(|_| defaults).map(|s| s.to_string()).chain(extra.iter().cloned()).collect()
+        let pick = |builtin: &'static [&'static str], extra: &'a [String]| -> Vec<&'a str> {
+            builtin.iter().copied().filter(|_| defaults).chain(extra.iter().map(String::as_str)).collect()
         };
         let mut problems = Vec::new();
         let phrases = pick(DEFAULT_PHRASES, &config.phrases)
-            .iter()
-            .filter_map(|p| parse_phrase(p).map_err(|e| problems.push(format!("phrases: {e}"))).ok())
+            .into_iter()
+            .filter_map(|p| parse_phrase(p, check).map_err(|e| problems.push(format!("phrases: {e}"))).ok())
             .collect();
-        let markers: Vec<String> =
-            pick(DEFAULT_MARKERS, &config.markers).iter().map(|m| m.to_ascii_lowercase()).collect();
-        let prefixes: Vec<String> =
-            pick(DEFAULT_LINE_PREFIXES, &config.line_prefixes).iter().map(|m| m.to_ascii_lowercase()).collect();
+        let markers = pick(DEFAULT_MARKERS, &config.markers);
+        let prefixes = pick(DEFAULT_LINE_PREFIXES, &config.line_prefixes);
         for (list, items) in [("markers", &markers), ("line_prefixes", &prefixes)] {
             if items.iter().any(|m| m.trim().is_empty()) {
                 problems.push(format!("{list}: entries must not be empty"));
             }
         }
-        if problems.is_empty() { Ok(Self { phrases, markers, prefixes, config }) } else { Err(problems) }
+        let mut marker_starts = [false; 256];
+        for first in markers.iter().filter_map(|m| m.bytes().next()) {
+            marker_starts[first.to_ascii_lowercase() as usize] = true;
+            marker_starts[first.to_ascii_uppercase() as usize] = true;
+        }
+        if problems.is_empty() { Ok(Self { phrases, markers, prefixes, marker_starts, config }) } else { Err(problems) }
     }
 
-    /// Sanitize one string: the cleaned text, and how many spans were redacted
-    /// (each run of invisible characters counts as one).
-    fn clean(&self, text: &str) -> (String, usize) {
-        let (text, invisible) = if self.config.strip_invisible { strip_invisible(text) } else { (text.to_owned(), 0) };
-        let spans = self.find(&text);
+    /// Sanitize one string: the cleaned text if anything was redacted, and
+    /// how many spans were (each run of invisible characters counts as one).
+    fn clean(&self, text: &str) -> (Option<String>, usize) {
+        let (stripped, invisible) = match self.config.strip_invisible {
+            true => strip_invisible(text),
+            false => (None, 0),
+        };
+        let text = stripped.as_deref().unwrap_or(text);
+        let spans = self.find(text);
         if spans.is_empty() {
-            return (text, invisible);
+            return (stripped, invisible);
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
@@ -248,32 +276,42 @@ impl<'a> Matcher<'a> {
             at = end;
         }
         out.push_str(&text[at..]);
-        (out, invisible + spans.len())
+        (Some(out), invisible + spans.len())
     }
 
     /// Byte ranges to redact, sorted and merged.
     fn find(&self, text: &str) -> Vec<(usize, usize)> {
-        // ASCII lowercasing keeps byte offsets, so ranges found in `lower` apply to `text`.
-        let lower = text.to_ascii_lowercase();
+        let bytes = text.as_bytes();
         let mut spans = Vec::new();
-        for marker in &self.markers {
-            spans.extend(lower.match_indices(marker.as_str()).map(|(i, m)| (i, i + m.len())));
+        // Markers, in one pass: only bytes that start a marker are looked at.
+        for (i, b) in bytes.iter().enumerate() {
+            if self.marker_starts[*b as usize] {
+                for marker in &self.markers {
+                    if starts_with_ignore_case(&bytes[i..], marker.as_bytes()) {
+                        spans.push((i, i + marker.len()));
+                    }
+                }
+            }
         }
+        // Line prefixes, after any indentation.
         let mut line_start = 0;
-        for line in lower.split_inclusive('\n') {
+        for line in text.split_inclusive('\n') {
             let indent = line.len() - line.trim_start().len();
-            let body = &line[indent..];
-            if let Some(p) = self.prefixes.iter().find(|p| body.starts_with(p.as_str())) {
+            let body = &line.as_bytes()[indent..];
+            if let Some(p) = self.prefixes.iter().find(|p| starts_with_ignore_case(body, p.as_bytes())) {
                 spans.push((line_start + indent, line_start + indent + p.len()));
             }
             line_start += line.len();
         }
+        // Phrases, tried only where a text word equals one of their anchors.
         if !self.phrases.is_empty() {
             let words = words(text);
+            let word = |i: usize| &text[words[i].0..words[i].1];
             for phrase in &self.phrases {
                 let mut i = 0;
                 while i < words.len() {
-                    match match_at(&phrase.words, &words, i) {
+                    let anchored = phrase.anchors.iter().any(|a| a.eq_ignore_ascii_case(word(i)));
+                    match anchored.then(|| match_at(&phrase.words, text, &words, i)).flatten() {
                         Some(end) if end > i => {
                             spans.push((words[i].0, words[end - 1].1));
                             i = end;
@@ -299,7 +337,7 @@ impl<'a> Matcher<'a> {
         match value {
             Value::String(s) => {
                 let (cleaned, n) = self.clean(s);
-                if n > 0 {
+                if let Some(cleaned) = cleaned {
                     *s = cleaned;
                 }
                 n
@@ -315,15 +353,19 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Word spans: (start byte, end byte, lowercase text).
-fn words(text: &str) -> Vec<(usize, usize, String)> {
+fn starts_with_ignore_case(text: &[u8], prefix: &[u8]) -> bool {
+    text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Word spans (start byte, end byte): runs of letters and digits.
+fn words(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start = None;
     for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
         match (start, c.is_alphanumeric()) {
             (None, true) => start = Some(i),
             (Some(s), false) => {
-                out.push((s, i, text[s..i].to_lowercase()));
+                out.push((s, i));
                 start = None;
             }
             _ => {}
@@ -334,16 +376,19 @@ fn words(text: &str) -> Vec<(usize, usize, String)> {
 
 /// If `pattern` matches the words starting at `i`, the index after the last
 /// matched word. A choice may span several words ("you were told").
-fn match_at(pattern: &[Word], words: &[(usize, usize, String)], i: usize) -> Option<usize> {
+fn match_at(pattern: &[Word<'_>], text: &str, words: &[(usize, usize)], i: usize) -> Option<usize> {
     let Some((word, rest)) = pattern.split_first() else { return Some(i) };
-    for choice in &word.choices {
-        let parts: Vec<&str> = choice.split(' ').collect();
-        let fits = parts.iter().enumerate().all(|(k, part)| words.get(i + k).is_some_and(|w| w.2 == *part));
-        if fits && let Some(end) = match_at(rest, words, i + parts.len()) {
+    for choice in word.choices() {
+        let mut len = 0;
+        let fits = choice.split_whitespace().all(|part| {
+            len += 1;
+            words.get(i + len - 1).is_some_and(|&(s, e)| part.eq_ignore_ascii_case(&text[s..e]))
+        });
+        if fits && let Some(end) = match_at(rest, text, words, i + len) {
             return Some(end);
         }
     }
-    if word.optional { match_at(rest, words, i) } else { None }
+    if word.optional { match_at(rest, text, words, i) } else { None }
 }
 
 /// Characters that render as nothing or reorder text: zero-width spaces and
@@ -354,10 +399,12 @@ fn is_invisible(c: char) -> bool {
         | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
 }
 
-/// The text without invisible characters, and how many runs were removed.
-fn strip_invisible(text: &str) -> (String, usize) {
-    if !text.chars().any(is_invisible) {
-        return (text.to_owned(), 0);
+/// The text without invisible characters (if it had any), and how many runs
+/// were removed.
+fn strip_invisible(text: &str) -> (Option<String>, usize) {
+    // Every invisible character is outside ASCII: most texts are skipped at once.
+    if text.is_ascii() || !text.chars().any(is_invisible) {
+        return (None, 0);
     }
     let mut out = String::with_capacity(text.len());
     let (mut runs, mut in_run) = (0, false);
@@ -370,7 +417,7 @@ fn strip_invisible(text: &str) -> (String, usize) {
             in_run = false;
         }
     }
-    (out, runs)
+    (Some(out), runs)
 }
 
 /// The policy.
@@ -380,7 +427,7 @@ impl Policy for Sanitizer {
     type Config = Config;
 
     fn validate(config: &Config) -> Result<(), Vec<String>> {
-        let matcher = Matcher::new(config)?;
+        let matcher = Matcher::new(config, true)?;
         // A replacement that itself matches would be redacted forever.
         if !matcher.find(&config.replacement).is_empty() {
             return Err(vec![format!("replacement: {:?} matches a pattern itself", config.replacement)]);
@@ -391,7 +438,13 @@ impl Policy for Sanitizer {
 
 fn matcher(config: &Config) -> Matcher<'_> {
     // The gateway validated the config at load time.
-    Matcher::new(config).unwrap_or_else(|_| Matcher { phrases: vec![], markers: vec![], prefixes: vec![], config })
+    Matcher::new(config, false).unwrap_or_else(|_| Matcher {
+        phrases: vec![],
+        markers: vec![],
+        prefixes: vec![],
+        marker_starts: [false; 256],
+        config,
+    })
 }
 
 impl ResultPolicy for Sanitizer {
@@ -439,7 +492,9 @@ mod tests {
 
     fn clean(text: &str) -> (String, usize) {
         let config = Config::default();
-        Matcher::new(&config).unwrap().clean(text)
+        let matcher = Matcher::new(&config, true).unwrap();
+        let (cleaned, n) = matcher.clean(text);
+        (cleaned.unwrap_or_else(|| text.to_owned()), n)
     }
 
     #[test]
@@ -546,8 +601,8 @@ mod tests {
             parse_config(r#"{"default_patterns": false, "phrases": ["launch (the)? missiles"], "markers": ["@@"]}"#)
                 .unwrap();
         Sanitizer::validate(&config).unwrap();
-        let m = Matcher::new(&config).unwrap();
-        assert_eq!(m.clean("please launch missiles @@ now").0, "please [redacted] [redacted] now");
+        let m = Matcher::new(&config, true).unwrap();
+        assert_eq!(m.clean("please launch missiles @@ now").0.unwrap(), "please [redacted] [redacted] now");
         assert_eq!(m.clean("ignore previous instructions").1, 0, "defaults are off");
 
         let bad: Config = parse_config(r#"{"phrases": ["(unclosed", "ok?", "a-b"], "markers": [""]}"#).unwrap();

@@ -73,7 +73,9 @@ impl Policy for Hostile {
 
 /// Misbehaviours shared by every hook. Returns only for the well-behaved ones.
 fn misbehave(config: &Config) {
-    log(LogLevel::Info, &format!("{} running {:?}", config.name, config.behavior));
+    if config.behavior != Behavior::Allow {
+        log(LogLevel::Info, &format!("{} running {:?}", config.name, config.behavior));
+    }
     match config.behavior {
         Behavior::Spin => {
             let mut x: u64 = 0;
