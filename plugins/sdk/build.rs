@@ -24,6 +24,7 @@ fn main() {
         let includes: String = hooks.iter().map(|h| format!("include warden:policy/{h}-policy@0.1.0; ")).collect();
         let pattern = hooks.join(", ");
         let impls: String = hooks.iter().map(|h| format!("$crate::__impl_hook!({h}, $ty);\n")).collect();
+        let native: String = hooks.iter().map(|h| format!("&$crate::__native_hook!({h}, $ty), ")).collect();
         write!(
             arms,
             r#"
@@ -56,6 +57,14 @@ fn main() {
             {impls}
             export!(Export);
         }}
+        // Natively there are no exports; referencing each hook keeps the
+        // policy's code from being reported as unused.
+        #[cfg(not(target_arch = "wasm32"))]
+        #[doc(hidden)]
+        pub const __WARDEN_HOOKS: &[&dyn ::core::any::Any] = &[
+            &($crate::__private::validate_config::<$ty> as fn(&str) -> Result<(), Vec<String>>),
+            {native}
+        ];
     }};"#
         )
         .unwrap();

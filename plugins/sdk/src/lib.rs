@@ -300,4 +300,19 @@ macro_rules! __impl_hook {
     };
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __native_hook {
+    (call, $ty:ty) => {
+        ($crate::__private::on_call::<$ty> as fn(&str, $crate::Call) -> $crate::CallVerdict)
+    };
+    (result, $ty:ty) => {
+        ($crate::__private::on_result::<$ty> as fn(&str, $crate::Call, String) -> $crate::ResultVerdict)
+    };
+    (list, $ty:ty) => {
+        ($crate::__private::on_list::<$ty>
+            as fn(&str, $crate::ListRequest, Vec<$crate::ListedTool>) -> Vec<$crate::ListVerdict>)
+    };
+}
+
 include!(concat!(env!("OUT_DIR"), "/export_macro.rs"));
