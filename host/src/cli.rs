@@ -8,6 +8,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,7 +19,7 @@ use crate::{
     chain::{Chain, Link},
     config::{self, ConfigError},
     engine::{Engine, EngineSettings, Limits},
-    policy_test,
+    policy_test, server,
 };
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE).
@@ -36,8 +37,28 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve MCP over HTTP (Streamable HTTP, both protocol eras).
+    Serve {
+        /// The gateway config.
+        #[arg(long, value_name = "FILE", default_value = "warden.toml")]
+        config: PathBuf,
+        /// Listen here instead of the config's server.listen (e.g. 127.0.0.1:0).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Serve one client over stdin/stdout; its API key comes from WARDEN_API_KEY.
+    Stdio {
+        /// The gateway config.
+        #[arg(long, value_name = "FILE", default_value = "warden.toml")]
+        config: PathBuf,
+    },
     /// Validate configuration without serving; exits 64 listing every problem.
     Check(CheckArgs),
+    /// Print the SHA-256 digest of an API key, for the config's api_key.sha256.
+    HashKey {
+        /// The key; read from standard input when absent.
+        key: Option<String>,
+    },
     /// Work with policy plugins.
     Policy {
         #[command(subcommand)]
@@ -46,11 +67,15 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
 struct CheckArgs {
+    /// A gateway config (warden.toml), and the chain it names.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A policy chain file (policies/*.toml): parsed, compiled, and each
     /// plugin's config validated by the plugin.
     #[arg(long, value_name = "FILE")]
-    chain: PathBuf,
+    chain: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,9 +124,12 @@ struct PolicyTestArgs {
 /// Run the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. }));
     let outcome = match cli.command {
+        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Stdio { config } => stdio(&config),
         Command::Check(args) => check(&args),
+        Command::HashKey { key } => hash_key(key),
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
     };
     match outcome {
@@ -118,10 +146,11 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `WARDEN_LOG` (or `RUST_LOG`) sets the filter, e.g.
-/// `WARDEN_LOG=warden=debug`.
-fn init_tracing() {
+/// `WARDEN_LOG=warden=debug`. Serving logs at info by default.
+fn init_tracing(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
     let filter =
-        std::env::var("WARDEN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".to_owned());
+        std::env::var("WARDEN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -132,9 +161,83 @@ fn engine() -> anyhow::Result<Engine> {
     Ok(Engine::new(&EngineSettings::default())?)
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
+    let mut config = server::load_config(config)?;
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    runtime()?.block_on(async {
+        let running = server::start(&config).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(0)
+    })
+}
+
+fn stdio(config: &Path) -> anyhow::Result<u8> {
+    let config = server::load_config(config)?;
+    let auth = crate::auth::Authenticator::new(config.api_keys.clone());
+    let principal = crate::transport::stdio::principal_from_env(&auth).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let gateway = server::gateway(&config)?;
+        let missing = gateway.wait_ready(Duration::from_secs(30)).await;
+        if !missing.is_empty() {
+            tracing::warn!(?missing, "serving without these upstreams for now");
+        }
+        crate::transport::stdio::serve(Arc::clone(&gateway), principal, tokio::io::stdin(), tokio::io::stdout()).await;
+        gateway.shutdown().await;
+        Ok(0)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn hash_key(key: Option<String>) -> anyhow::Result<u8> {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    if key.trim().is_empty() {
+        bail!("the key is empty");
+    }
+    println!("{}", crate::auth::hash_key(&key));
+    Ok(0)
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let chain = config::chain::load(&engine()?, &args.chain)?;
-    println!("{}: ok ({} plugins)", args.chain.display(), chain.links().len());
+    if let Some(path) = &args.config {
+        let config = server::load_config(path)?;
+        if let Some(chain) = &config.chain {
+            config::chain::load(&Engine::new(&config.engine)?, chain)?;
+        }
+        println!(
+            "{}: ok ({} upstreams, {} API keys, chain {})",
+            path.display(),
+            config.upstreams.len(),
+            config.api_keys.len(),
+            config.chain.as_ref().map(|c| c.display().to_string()).unwrap_or_else(|| "none".into())
+        );
+        return Ok(0);
+    }
+    let path = args.chain.as_ref().expect("clap requires one of --config and --chain");
+    let chain = config::chain::load(&engine()?, path)?;
+    println!("{}: ok ({} plugins)", path.display(), chain.links().len());
     for link in chain.links() {
         let hooks: Vec<&str> =
             [crate::engine::Hook::OnCall, crate::engine::Hook::OnResult, crate::engine::Hook::OnList]

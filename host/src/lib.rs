@@ -1,12 +1,24 @@
 //! Warden: an MCP gateway whose policies are sandboxed WebAssembly components.
 //!
-//! Reading order: [`engine`] (how one plugin runs, sandboxed and metered),
-//! [`chain`] (how plugins combine), [`config`] (how a chain is described and
-//! loaded), [`policy_test`] (running policies offline), [`cli`].
+//! Reading order (see also ARCHITECTURE.md):
+//! 1. [`engine`]: how one policy plugin runs, sandboxed and metered.
+//! 2. [`chain`]: how plugins combine into a decision.
+//! 3. [`mcp`]: the protocol, both eras, without I/O.
+//! 4. [`gateway`]: the request path — route, policy, upstream, policy, audit.
+//! 5. [`catalog`] and [`upstream`]: federation, and the connections behind it.
+//! 6. [`transport`]: how clients reach the gateway (HTTP, stdio).
+//! 7. [`config`], [`auth`], [`server`], [`cli`]: assembly.
 
+pub mod auth;
 pub mod builtin;
+pub mod catalog;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gateway;
+pub mod mcp;
 pub mod policy_test;
+pub mod server;
+pub mod transport;
+pub mod upstream;

@@ -1,9 +1,11 @@
 //! Configuration files: parsed strictly, validated into internal forms, and
 //! every problem reported at once with the file and the field it is in.
 //!
+//! - [`gateway`]: the gateway (`warden.toml`).
 //! - [`chain`]: a policy chain (`policies/*.toml`).
 
 pub mod chain;
+pub mod gateway;
 mod read;
 
 use std::{fmt, path::PathBuf};

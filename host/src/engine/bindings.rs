@@ -14,3 +14,10 @@ wasmtime::component::bindgen!({
 
 pub use self::warden::policy::types;
 pub use exports::warden::policy::{call_hook, config, list_hook, result_hook};
+
+impl Default for types::ToolAnnotations {
+    /// No hints, as for resources, prompts and tools without annotations.
+    fn default() -> Self {
+        Self { title: None, read_only_hint: None, destructive_hint: None, idempotent_hint: None, open_world_hint: None }
+    }
+}

@@ -1,0 +1,411 @@
+//! The gateway config (`warden.toml`): where to listen, who may call, which
+//! upstreams to serve, which policy chain to run. Relative paths resolve
+//! against the config file's folder.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"     # loopback by default
+//! path = "/mcp"
+//! max_body_kib = 4096           # larger requests get 413
+//! allowed_origins = []          # browser origins allowed besides loopback ones
+//! allowed_hosts = []            # Host values allowed besides loopback ones
+//!
+//! [sessions]
+//! idle_timeout_s = 1800         # legacy sessions end after this long unused
+//! max = 10000
+//! history = 32                  # calls per session that chain policies see
+//!
+//! [policy]
+//! chain = "policies/default.toml"
+//!
+//! [naming]
+//! mode = "bare"                 # or "prefix"
+//! separator = "__"
+//!
+//! [engine]
+//! max_instances = 256
+//! max_memory_mib = 1024
+//!
+//! [[api_key]]
+//! subject = "ci-bot"
+//! tenant = "acme"
+//! roles = ["analyst"]
+//! scopes = []
+//! sha256 = "…"                  # `warden hash-key <key>`
+//! loopback_only = false
+//!
+//! [[upstream]]
+//! name = "files"
+//! command = "npx"               # or url = "http://127.0.0.1:3001/mcp"
+//! args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/share"]
+//! env = { NODE_ENV = "production" }
+//! cwd = "."                   # default: this file's folder
+//! prefix = "files"              # namespace prefix (default: name)
+//! timeout_ms = 30000
+//! max_concurrency = 32
+//! era = "auto"                  # HTTP only: "auto", "legacy" or "modern"
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::json;
+
+use super::{ConfigError, Problems, chain::one_line, read::Table};
+use crate::{
+    auth::{ApiKey, Principal},
+    catalog::{Naming, NamingMode},
+    engine::EngineSettings,
+    upstream::{EraChoice, Transport, UpstreamSpec},
+};
+
+/// HTTP listener settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The MCP endpoint's path.
+    pub path: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Origins allowed besides loopback ones.
+    pub allowed_origins: Vec<String>,
+    /// Host header values allowed besides loopback ones.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Legacy session settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Sessions unused this long end.
+    pub idle_timeout: Duration,
+    /// Most sessions at once; the least recently used ends first.
+    pub max: usize,
+    /// Past calls per session kept for chain policies.
+    pub history: usize,
+}
+
+/// An upstream with its namespace prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Connection settings.
+    pub spec: UpstreamSpec,
+    /// Namespace prefix.
+    pub prefix: String,
+}
+
+/// A validated gateway config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Listener.
+    pub server: ServerSettings,
+    /// Sessions.
+    pub sessions: SessionSettings,
+    /// The policy chain file, if any (no chain: every call is allowed).
+    pub chain: Option<PathBuf>,
+    /// Name formation.
+    pub naming: Naming,
+    /// Wasm engine.
+    pub engine: EngineSettings,
+    /// API keys.
+    pub api_keys: Vec<ApiKey>,
+    /// Upstreams, in order.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Read and validate a gateway config file.
+pub fn parse_file(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) => {
+            let mut problems = Problems::new(path);
+            problems.push("", format!("cannot read the file: {e}"));
+            Err(problems.into_error())
+        }
+    }
+}
+
+/// Validate gateway config text read from `path`.
+pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let mut problems = Problems::new(path);
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(e) => {
+            problems.push("", format!("not valid TOML: {}", one_line(&e)));
+            return Err(problems.into_error());
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut root = Table::root(&table);
+
+    let server = match root.table("server", &mut problems) {
+        Some(t) => server(t, &mut problems),
+        None => server_defaults(),
+    };
+    let sessions = match root.table("sessions", &mut problems) {
+        Some(mut t) => {
+            let idle = t.get::<u64>("idle_timeout_s", &mut problems).unwrap_or(1800);
+            let max = t.get::<usize>("max", &mut problems).unwrap_or(10_000);
+            let history = t.get::<usize>("history", &mut problems).unwrap_or(32);
+            for (key, value) in [("idle_timeout_s", idle as usize), ("max", max)] {
+                if value == 0 {
+                    problems.push(t.path_of(key), "must be above zero");
+                }
+            }
+            t.finish(&mut problems);
+            SessionSettings { idle_timeout: Duration::from_secs(idle), max, history }
+        }
+        None => SessionSettings { idle_timeout: Duration::from_secs(1800), max: 10_000, history: 32 },
+    };
+    let chain = root.table("policy", &mut problems).and_then(|mut t| {
+        let chain = t.require::<String>("chain", &mut problems).map(|c| base.join(c));
+        if let Some(file) = &chain
+            && !file.is_file()
+        {
+            problems.push(t.path_of("chain"), format!("{} is not a readable file", file.display()));
+        }
+        t.finish(&mut problems);
+        chain
+    });
+    let naming = match root.table("naming", &mut problems) {
+        Some(mut t) => {
+            let mode = match t.get::<String>("mode", &mut problems).as_deref() {
+                None | Some("bare") => NamingMode::Bare,
+                Some("prefix") => NamingMode::Prefix,
+                Some(other) => {
+                    problems.push(t.path_of("mode"), format!("{other:?} is not \"bare\" or \"prefix\""));
+                    NamingMode::Bare
+                }
+            };
+            let separator = t.get::<String>("separator", &mut problems).unwrap_or_else(|| "__".into());
+            if separator.is_empty() || !separator.chars().all(tool_name_char) {
+                problems.push(t.path_of("separator"), "must be characters allowed in tool names (A-Z a-z 0-9 _ - .)");
+            }
+            t.finish(&mut problems);
+            Naming { mode, separator }
+        }
+        None => Naming::default(),
+    };
+    let engine = match root.table("engine", &mut problems) {
+        Some(mut t) => {
+            let defaults = EngineSettings::default();
+            let settings = EngineSettings {
+                max_instances: t.get("max_instances", &mut problems).unwrap_or(defaults.max_instances),
+                max_memory_mib: t.get("max_memory_mib", &mut problems).unwrap_or(defaults.max_memory_mib),
+            };
+            t.finish(&mut problems);
+            settings
+        }
+        None => EngineSettings::default(),
+    };
+
+    let mut digests = HashSet::new();
+    let mut api_keys = Vec::new();
+    let key_tables = root.tables("api_key", &mut problems);
+    if key_tables.is_empty() {
+        problems.push("api_key", "no credentials are configured, so every request would be refused");
+    }
+    for mut t in key_tables {
+        let subject: Option<String> = t.require("subject", &mut problems);
+        let tenant: Option<String> = t.get("tenant", &mut problems);
+        let roles: Vec<String> = t.get("roles", &mut problems).unwrap_or_default();
+        let scopes: Vec<String> = t.get("scopes", &mut problems).unwrap_or_default();
+        let loopback_only = t.get("loopback_only", &mut problems).unwrap_or(false);
+        let digest = t.require::<String>("sha256", &mut problems).and_then(|hex| match decode_hex(&hex) {
+            Some(digest) if !digests.insert(digest) => {
+                problems.push(t.path_of("sha256"), "the same key is configured twice");
+                None
+            }
+            Some(digest) => Some(digest),
+            None => {
+                problems.push(t.path_of("sha256"), "must be 64 hex digits (warden hash-key <key> prints them)");
+                None
+            }
+        });
+        if subject.as_deref() == Some("") {
+            problems.push(t.path_of("subject"), "must not be empty");
+        }
+        t.finish(&mut problems);
+        if let (Some(subject), Some(digest)) = (subject, digest) {
+            let principal = Principal { subject, tenant, roles, scopes, claims: json!({}) };
+            api_keys.push(ApiKey { digest, principal: Arc::new(principal), loopback_only });
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut upstreams = Vec::new();
+    for t in root.tables("upstream", &mut problems) {
+        if let Some(upstream) = upstream(t, base, &mut names, &mut problems) {
+            upstreams.push(upstream);
+        }
+    }
+    root.finish(&mut problems);
+    problems.finish(GatewayConfig {
+        file: path.to_owned(),
+        server,
+        sessions,
+        chain,
+        naming,
+        engine,
+        api_keys,
+        upstreams,
+    })
+}
+
+fn tool_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+fn server_defaults() -> ServerSettings {
+    ServerSettings {
+        listen: "127.0.0.1:8080".parse().expect("valid"),
+        path: "/mcp".into(),
+        max_body_bytes: 4 << 20,
+        allowed_origins: Vec::new(),
+        allowed_hosts: Vec::new(),
+    }
+}
+
+fn server(mut t: Table<'_>, problems: &mut Problems) -> ServerSettings {
+    let defaults = server_defaults();
+    let listen = t.get::<String>("listen", problems).and_then(|s| match s.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            problems.push(t.path_of("listen"), format!("{s:?} is not an address like 127.0.0.1:8080: {e}"));
+            None
+        }
+    });
+    let path = t.get::<String>("path", problems).unwrap_or(defaults.path);
+    if !path.starts_with('/') {
+        problems.push(t.path_of("path"), "must start with '/'");
+    }
+    let max_body_kib = t.get::<usize>("max_body_kib", problems).unwrap_or(defaults.max_body_bytes >> 10);
+    if max_body_kib == 0 {
+        problems.push(t.path_of("max_body_kib"), "must be above zero");
+    }
+    let allowed_origins = t.get("allowed_origins", problems).unwrap_or_default();
+    let allowed_hosts = t.get("allowed_hosts", problems).unwrap_or_default();
+    t.finish(problems);
+    ServerSettings {
+        listen: listen.unwrap_or(defaults.listen),
+        path,
+        max_body_bytes: max_body_kib << 10,
+        allowed_origins,
+        allowed_hosts,
+    }
+}
+
+fn upstream(
+    mut t: Table<'_>,
+    base: &Path,
+    names: &mut HashSet<String>,
+    problems: &mut Problems,
+) -> Option<UpstreamConfig> {
+    let name: Option<String> = t.require("name", problems);
+    if let Some(name) = &name {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push(t.path_of("name"), format!("{name:?} must be letters, digits, '-' or '_'"));
+        } else if !names.insert(name.clone()) {
+            problems.push(t.path_of("name"), format!("{name:?} is used by an earlier upstream"));
+        }
+    }
+    let command: Option<String> = t.get("command", problems);
+    let url: Option<String> = t.get("url", problems);
+    let args: Vec<String> = t.get("args", problems).unwrap_or_default();
+    let env: BTreeMap<String, String> = t.get("env", problems).unwrap_or_default();
+    let cwd: Option<String> = t.get("cwd", problems);
+    let era: Option<String> = t.get("era", problems);
+    let prefix: Option<String> = t.get("prefix", problems);
+    let timeout_ms: u64 = t.get("timeout_ms", problems).unwrap_or(30_000);
+    let max_concurrency: usize = t.get("max_concurrency", problems).unwrap_or(32);
+    if timeout_ms == 0 {
+        problems.push(t.path_of("timeout_ms"), "must be above zero");
+    }
+    if max_concurrency == 0 {
+        problems.push(t.path_of("max_concurrency"), "must be above zero");
+    }
+    if let Some(prefix) = &prefix
+        && (prefix.is_empty() || !prefix.chars().all(tool_name_char))
+    {
+        problems.push(t.path_of("prefix"), "must be characters allowed in tool names (A-Z a-z 0-9 _ - .)");
+    }
+    let transport = match (command, url) {
+        (Some(command), None) => {
+            if era.is_some() {
+                problems.push(t.path_of("era"), "applies to HTTP upstreams only");
+            }
+            let command = if command.contains('/') { base.join(&command).display().to_string() } else { command };
+            // Processes start in the config's folder unless told otherwise, so
+            // relative arguments mean the same wherever the gateway was started.
+            Some(Transport::Stdio { command, args, env, cwd: Some(base.join(cwd.unwrap_or_default())) })
+        }
+        (None, Some(url)) => {
+            let era = match era.as_deref() {
+                None | Some("auto") => None,
+                Some("legacy") => Some(EraChoice::Legacy),
+                Some("modern") => Some(EraChoice::Modern),
+                Some(other) => {
+                    problems.push(t.path_of("era"), format!("{other:?} is not \"auto\", \"legacy\" or \"modern\""));
+                    None
+                }
+            };
+            for (key, set) in [("args", !args.is_empty()), ("env", !env.is_empty()), ("cwd", cwd.is_some())] {
+                if set {
+                    problems.push(t.path_of(key), "applies to command upstreams only");
+                }
+            }
+            match url.parse::<hyper::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                    Some(Transport::Http { url, era })
+                }
+                Ok(_) => {
+                    problems
+                        .push(t.path_of("url"), format!("{url:?} must be an http:// URL (https is not supported yet)"));
+                    None
+                }
+                Err(e) => {
+                    problems.push(t.path_of("url"), format!("{url:?} is not a URL: {e}"));
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            problems.push(t.path_of("command"), "give either command or url, not both");
+            None
+        }
+        (None, None) => {
+            problems.push(t.path_of("command"), "give command (a process to spawn) or url (an HTTP endpoint)");
+            None
+        }
+    };
+    t.finish(problems);
+    let (name, transport) = (name?, transport?);
+    let prefix = prefix.unwrap_or_else(|| name.clone());
+    Some(UpstreamConfig {
+        spec: UpstreamSpec { name, transport, timeout: Duration::from_millis(timeout_ms), max_concurrency },
+        prefix,
+    })
+}
+
+fn decode_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! Gateway configs: what loads, and how every problem is reported.
+
+use super::*;
+
+fn parse_str(text: &str) -> Result<GatewayConfig, ConfigError> {
+    parse(text, Path::new("/etc/warden/warden.toml"))
+}
+
+fn messages(error: ConfigError) -> Vec<String> {
+    error.problems.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+}
+
+const KEY: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+#[test]
+fn a_minimal_config_takes_safe_defaults() {
+    let config = parse_str(&format!(
+        "[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n\n[[upstream]]\nname = \"time\"\ncommand = \"mcp-server-time\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap(), "loopback by default");
+    assert_eq!(config.server.path, "/mcp");
+    assert_eq!(config.server.max_body_bytes, 4 << 20);
+    assert_eq!(config.naming, Naming::default());
+    assert_eq!(config.chain, None);
+    assert_eq!(config.api_keys[0].principal.subject, "ci");
+    assert!(!config.api_keys[0].loopback_only);
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.prefix, "time");
+    assert_eq!(upstream.spec.timeout, Duration::from_secs(30));
+    assert_eq!(
+        upstream.spec.transport,
+        Transport::Stdio {
+            command: "mcp-server-time".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+            cwd: Some(PathBuf::from("/etc/warden/"))
+        }
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let config = parse_str(&format!(
+        "[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n\
+         [[upstream]]\nname = \"demo\"\ncommand = \"./bin/server\"\ncwd = \"work\"\n\
+         [[upstream]]\nname = \"web\"\nurl = \"http://127.0.0.1:3001/mcp\"\nera = \"legacy\"\n"
+    ))
+    .unwrap();
+    let Transport::Stdio { command, cwd, .. } = &config.upstreams[0].spec.transport else { panic!() };
+    assert_eq!(command, "/etc/warden/./bin/server");
+    assert_eq!(cwd.as_deref(), Some(Path::new("/etc/warden/work")));
+    assert_eq!(
+        config.upstreams[1].spec.transport,
+        Transport::Http { url: "http://127.0.0.1:3001/mcp".into(), era: Some(EraChoice::Legacy) }
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let error = parse_str(
+        r#"
+        [server]
+        listen = "localhost"
+        path = "mcp"
+        colour = "blue"
+
+        [naming]
+        mode = "fancy"
+
+        [[api_key]]
+        subject = ""
+        sha256 = "abc"
+
+        [[upstream]]
+        name = "a"
+
+        [[upstream]]
+        name = "a"
+        command = "x"
+        url = "http://y"
+
+        [[upstream]]
+        name = "b"
+        url = "https://example.com/mcp"
+        args = ["--x"]
+        timeout_ms = 0
+
+        [policy]
+        chain = "missing.toml"
+        "#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        messages(error),
+        [
+            "server.listen: \"localhost\" is not an address like 127.0.0.1:8080: invalid socket address syntax",
+            "server.path: must start with '/'",
+            "server.colour: unknown field; expected one of `listen`, `path`, `max_body_kib`, `allowed_origins`, `allowed_hosts`",
+            "policy.chain: /etc/warden/missing.toml is not a readable file",
+            "naming.mode: \"fancy\" is not \"bare\" or \"prefix\"",
+            "api_key[0].sha256: must be 64 hex digits (warden hash-key <key> prints them)",
+            "api_key[0].subject: must not be empty",
+            "upstream[0].command: give command (a process to spawn) or url (an HTTP endpoint)",
+            "upstream[1].name: \"a\" is used by an earlier upstream",
+            "upstream[1].command: give either command or url, not both",
+            "upstream[2].timeout_ms: must be above zero",
+            "upstream[2].args: applies to command upstreams only",
+            "upstream[2].url: \"https://example.com/mcp\" must be an http:// URL (https is not supported yet)",
+        ]
+    );
+}
+
+#[test]
+fn a_config_without_credentials_is_refused() {
+    let messages = messages(parse_str("[server]\nlisten = \"127.0.0.1:9000\"\n").unwrap_err());
+    assert_eq!(messages, ["api_key: no credentials are configured, so every request would be refused"]);
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let messages = messages(
+        parse_str(&format!(
+            "[[api_key]]\nsubject = \"a\"\nsha256 = \"{KEY}\"\n[[api_key]]\nsubject = \"b\"\nsha256 = \"{KEY}\"\n"
+        ))
+        .unwrap_err(),
+    );
+    assert_eq!(messages, ["api_key[1].sha256: the same key is configured twice"]);
+}

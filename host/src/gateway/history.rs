@@ -1,0 +1,107 @@
+//! What each session (or, for stateless clients, each principal) called
+//! recently: the `history` that chain-detection policies read.
+//!
+//! Only calls the chain allowed are recorded, at dispatch. Lengths are bounded
+//! per key, and so is the number of keys (the least recently used goes).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use crate::engine::{Call, PastCall};
+
+struct Entry {
+    calls: VecDeque<PastCall>,
+    used: u64,
+}
+
+/// Recent calls per session.
+pub struct History {
+    per_key: usize,
+    max_keys: usize,
+    entries: Mutex<(HashMap<String, Entry>, u64)>,
+}
+
+impl History {
+    /// Keep `per_key` calls for at most `max_keys` sessions.
+    pub fn new(per_key: usize, max_keys: usize) -> Self {
+        Self { per_key, max_keys: max_keys.max(1), entries: Mutex::default() }
+    }
+
+    /// The calls recorded under `key`, oldest first.
+    pub fn recent(&self, key: &str) -> Vec<PastCall> {
+        let entries = self.entries.lock().unwrap();
+        entries.0.get(key).map(|e| e.calls.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Record a dispatched call.
+    pub fn record(&self, key: &str, call: &Call) {
+        if self.per_key == 0 {
+            return;
+        }
+        let mut guard = self.entries.lock().unwrap();
+        let (entries, clock) = &mut *guard;
+        *clock += 1;
+        if !entries.contains_key(key)
+            && entries.len() >= self.max_keys
+            && let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        let entry = entries.entry(key.to_owned()).or_insert_with(|| Entry { calls: VecDeque::new(), used: 0 });
+        entry.used = *clock;
+        if entry.calls.len() == self.per_key {
+            entry.calls.pop_front();
+        }
+        entry.calls.push_back(PastCall {
+            kind: call.target.kind,
+            server: call.target.server.clone(),
+            name: call.target.name.clone(),
+            timestamp_ms: call.timestamp_ms,
+        });
+    }
+
+    /// Forget a session (it ended).
+    pub fn forget(&self, key: &str) {
+        self.entries.lock().unwrap().0.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tests::call;
+
+    fn named(name: &str) -> Call {
+        let mut c = call(serde_json::json!({}));
+        c.target.name = name.into();
+        c
+    }
+
+    #[test]
+    fn keeps_the_most_recent_calls_per_key() {
+        let history = History::new(2, 10);
+        for name in ["a", "b", "c"] {
+            history.record("s1", &named(name));
+        }
+        history.record("s2", &named("x"));
+        let names = |key| history.recent(key).into_iter().map(|p| p.name).collect::<Vec<_>>();
+        assert_eq!(names("s1"), ["b", "c"]);
+        assert_eq!(names("s2"), ["x"]);
+        history.forget("s1");
+        assert!(names("s1").is_empty());
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_key() {
+        let history = History::new(4, 2);
+        history.record("a", &named("1"));
+        history.record("b", &named("1"));
+        history.record("a", &named("2"));
+        history.record("c", &named("1"));
+        assert_eq!(history.recent("a").len(), 2);
+        assert!(history.recent("b").is_empty(), "b was used least recently");
+        assert_eq!(history.recent("c").len(), 1);
+    }
+}

@@ -1,0 +1,627 @@
+//! The gateway's request path, independent of transport: a client request in,
+//! a result (or error) out, with the policy chain around every upstream call.
+//!
+//! A tool call flows through one flat function, [`Gateway::call_tool`]:
+//! route → policy (on-call) → upstream → policy (on-result) → audit. Resource
+//! reads and prompt fetches take the same path. Listings pass the chain's
+//! on-list hook once per principal and catalog version, and the result is
+//! cached; a tool hidden from a principal cannot be called by it either.
+
+mod history;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    auth::Principal,
+    catalog::{self, Catalog, Naming, Snapshot},
+    chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
+    engine::{Call, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
+    mcp::{RpcError, code},
+    upstream::{CallHooks, Upstream, UpstreamEvent, UpstreamSpec},
+};
+pub use history::History;
+
+/// A policy chain and its generation (bumped on every swap).
+pub struct LiveChain {
+    /// The chain.
+    pub chain: Chain,
+    /// Which swap this is.
+    pub generation: u64,
+}
+
+/// Something clients may want to hear about, fanned out by the transports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A list changed: the notification method, e.g. `notifications/tools/list_changed`.
+    ListChanged(&'static str),
+    /// A resource changed.
+    ResourceUpdated {
+        /// Its URI.
+        uri: String,
+    },
+}
+
+/// Gateway-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How exposed names are formed.
+    pub naming: Naming,
+    /// Past calls kept per session for chain policies.
+    pub history: usize,
+    /// Most sessions (or principals) whose history is kept.
+    pub max_histories: usize,
+    /// Items per page of a list.
+    pub page_size: usize,
+}
+
+/// Who is asking, and how to reach them during the request.
+#[derive(Clone)]
+pub struct Caller {
+    /// The authenticated principal.
+    pub principal: Arc<Principal>,
+    /// The legacy session, if any; chain history is kept per session, or per
+    /// principal for stateless (2026-07-28) clients.
+    pub session: Option<String>,
+    /// Where notifications and upstream requests for this request go.
+    pub hooks: CallHooks,
+    /// Whether the client speaks 2026-07-28 (it then gets `input_required`
+    /// results as they are, instead of having them asked on its behalf).
+    pub modern: bool,
+}
+
+impl Caller {
+    fn history_key(&self) -> String {
+        match &self.session {
+            Some(session) => format!("session:{session}"),
+            None => format!("principal:{}", self.principal.subject),
+        }
+    }
+}
+
+/// What a principal may see of the catalog: computed by the chain's on-list
+/// hook, cached per principal, catalog and chain generation.
+struct View {
+    catalog: u64,
+    chain: u64,
+    /// Indices of visible tools in the snapshot, with any flags.
+    tools: Vec<(usize, Vec<(String, String)>)>,
+}
+
+/// The running gateway.
+pub struct Gateway {
+    settings: Settings,
+    upstreams: Vec<Arc<Upstream>>,
+    by_name: HashMap<String, Arc<Upstream>>,
+    catalog: Catalog,
+    chain: ArcSwap<LiveChain>,
+    history: History,
+    views: Mutex<HashMap<String, Arc<View>>>,
+    changes: broadcast::Sender<Change>,
+    next_request: AtomicU64,
+    request_prefix: String,
+}
+
+/// Most `input_required` rounds the gateway answers on a legacy client's behalf.
+const MAX_INPUT_ROUNDS: usize = 8;
+/// Most views cached.
+const MAX_VIEWS: usize = 4096;
+
+impl Gateway {
+    /// Start the upstreams and the task that keeps the catalog current.
+    pub fn start(settings: Settings, upstreams: Vec<(UpstreamSpec, String)>, chain: Chain) -> Arc<Self> {
+        let (events, mut receiver) = mpsc::unbounded_channel();
+        let order = upstreams.iter().map(|(spec, prefix)| (spec.name.clone(), prefix.clone())).collect();
+        let started: Vec<Arc<Upstream>> =
+            upstreams.into_iter().map(|(spec, _)| Upstream::start(spec, events.clone())).collect();
+        let mut prefix = [0u8; 6];
+        getrandom::fill(&mut prefix).expect("the OS provides randomness");
+        let gateway = Arc::new(Self {
+            catalog: Catalog::new(settings.naming.clone(), order),
+            history: History::new(settings.history, settings.max_histories),
+            settings,
+            by_name: started.iter().map(|u| (u.name().to_owned(), Arc::clone(u))).collect(),
+            upstreams: started,
+            chain: ArcSwap::from_pointee(LiveChain { chain, generation: 1 }),
+            views: Mutex::default(),
+            changes: broadcast::channel(256).0,
+            next_request: AtomicU64::new(1),
+            request_prefix: URL_SAFE_NO_PAD.encode(prefix),
+        });
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                let Some(gateway) = weak.upgrade() else { break };
+                gateway.on_upstream_event(event).await;
+            }
+        });
+        gateway
+    }
+
+    async fn on_upstream_event(&self, event: UpstreamEvent) {
+        let (upstream, method) = match &event {
+            UpstreamEvent::Connected { upstream } => (upstream, None),
+            UpstreamEvent::Notification { upstream, method, params } => {
+                if method == "notifications/resources/updated" {
+                    if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+                        let _ = self.changes.send(Change::ResourceUpdated { uri: uri.to_owned() });
+                    }
+                    return;
+                }
+                (upstream, Some(method.as_str()))
+            }
+        };
+        let Some(up) = self.by_name.get(upstream) else { return };
+        match self.catalog.refresh(up).await {
+            Ok(true) => {
+                for notification in [
+                    "notifications/tools/list_changed",
+                    "notifications/resources/list_changed",
+                    "notifications/prompts/list_changed",
+                ] {
+                    if method.is_none() || method == Some(notification) {
+                        let _ = self.changes.send(Change::ListChanged(notification));
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(upstream, %error, "cannot refresh the catalog"),
+        }
+    }
+
+    /// Wait until every upstream has connected and been listed, or `timeout`.
+    /// Returns the names of those that did not make it.
+    pub async fn wait_ready(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let missing: Vec<String> = self
+                .upstreams
+                .iter()
+                .filter(|u| u.server_info().is_none() || !self.catalog.has_offer(u.name()))
+                .map(|u| u.name().to_owned())
+                .collect();
+            if missing.is_empty() || Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Subscribe to list and resource changes.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// The live chain.
+    pub fn chain(&self) -> Arc<LiveChain> {
+        self.chain.load_full()
+    }
+
+    /// Swap in a new chain; calls in flight finish on the one they started with.
+    pub fn swap_chain(&self, chain: Chain) {
+        let generation = self.chain.load().generation + 1;
+        self.chain.store(Arc::new(LiveChain { chain, generation }));
+    }
+
+    /// Forget what a legacy session called (it ended).
+    pub fn forget_session(&self, session: &str) {
+        self.history.forget(&format!("session:{session}"));
+    }
+
+    /// The upstreams, in config order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Stop every upstream.
+    pub async fn shutdown(&self) {
+        futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
+    }
+
+    /// The capabilities the gateway declares to clients.
+    pub fn capabilities(&self) -> Value {
+        json!({
+            "tools": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "prompts": { "listChanged": true },
+            "completions": {},
+            "logging": {},
+        })
+    }
+
+    /// Instructions for clients: the upstreams' own, labelled.
+    pub fn instructions(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.server_info().and_then(|i| i.instructions).map(|text| format!("[{}] {text}", u.name())))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    fn request_id(&self) -> String {
+        format!("{}-{}", self.request_prefix, self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Answer one client request (everything but the era-specific handshake
+    /// methods, which the transports answer).
+    pub async fn handle(&self, caller: &Caller, method: &str, params: Value) -> Result<Value, RpcError> {
+        match method {
+            "tools/list" => self.list_tools(caller, &params),
+            "tools/call" => self.call_tool(caller, params).await,
+            "resources/list" => {
+                let snapshot = self.catalog.snapshot();
+                self.page(&params, "resources", snapshot.resources.iter().map(|(_, r)| r.clone()).collect())
+            }
+            "resources/templates/list" => {
+                let snapshot = self.catalog.snapshot();
+                self.page(&params, "resourceTemplates", snapshot.templates.iter().map(|(_, t)| t.clone()).collect())
+            }
+            "resources/read" => self.read_resource(caller, params).await,
+            "prompts/list" => {
+                let snapshot = self.catalog.snapshot();
+                self.page(&params, "prompts", snapshot.prompts.iter().map(|p| p.definition.clone()).collect())
+            }
+            "prompts/get" => self.get_prompt(caller, params).await,
+            "completion/complete" => self.complete(caller, params).await,
+            "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = params
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| RpcError::invalid_params("uri is required"))?;
+                let upstream = self.resource_upstream(uri)?;
+                if !upstream.server_info().is_some_and(|i| i.capabilities["resources"]["subscribe"] == json!(true)) {
+                    // The gateway still tracks the subscription; the upstream just never notifies.
+                    return Ok(json!({}));
+                }
+                upstream.request(method, params, CallHooks::default()).await.map_err(|e| e.to_rpc())
+            }
+            "logging/setLevel" => {
+                // Upstream sessions are shared, so the most recent level wins
+                // there; each client still only gets logs of its own calls.
+                for upstream in self.upstreams.iter().filter(|u| u.server_info().is_some_and(|i| i.has("logging"))) {
+                    let (upstream, params) = (Arc::clone(upstream), params.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = upstream.request("logging/setLevel", params, CallHooks::default()).await {
+                            tracing::debug!(upstream = upstream.name(), %error, "logging/setLevel not accepted");
+                        }
+                    });
+                }
+                Ok(json!({}))
+            }
+            "ping" => Ok(json!({})),
+            _ => Err(RpcError::method_not_found(method)),
+        }
+    }
+
+    /// One page of a list, by an opaque cursor.
+    fn page(&self, params: &Value, key: &str, items: Vec<Value>) -> Result<Value, RpcError> {
+        let start = match params.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(cursor)) => {
+                decode_cursor(cursor).ok_or_else(|| RpcError::invalid_params("invalid cursor"))?
+            }
+            Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
+        };
+        let end = (start + self.settings.page_size).min(items.len());
+        let mut result = Map::new();
+        result.insert(key.to_owned(), Value::Array(items.get(start..end).unwrap_or_default().to_vec()));
+        if end < items.len() {
+            result.insert("nextCursor".into(), json!(URL_SAFE_NO_PAD.encode(format!("o:{end}"))));
+        }
+        Ok(Value::Object(result))
+    }
+
+    /// The tools `principal` may see, by running the chain's on-list hook
+    /// (cached until the catalog or the chain changes).
+    fn view(&self, principal: &Principal, snapshot: &Snapshot) -> Arc<View> {
+        let live = self.chain.load();
+        let key = principal.view_key();
+        if let Some(view) = self.views.lock().unwrap().get(&key)
+            && view.catalog == snapshot.generation
+            && view.chain == live.generation
+        {
+            return Arc::clone(view);
+        }
+        let listed: Vec<ListedTool> = snapshot
+            .tools
+            .iter()
+            .map(|entry| ListedTool {
+                server: entry.upstream.clone(),
+                name: entry.name.clone(),
+                description: entry.definition.get("description").and_then(Value::as_str).map(str::to_owned),
+                annotations: catalog::annotations(&entry.definition),
+                input_schema: entry.definition.get("inputSchema").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+            })
+            .collect();
+        let request = ListRequest { request_id: self.request_id(), session_id: None, principal: principal.to_policy() };
+        let decision = live.chain.on_list(&request, &listed, now_ms());
+        let tools = decision
+            .tools
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, visibility)| match visibility {
+                Visibility::Shown(flags) => Some((i, flags)),
+                Visibility::Hidden(why) => {
+                    tracing::debug!(subject = %principal.subject, tool = %snapshot.tools[i].exposed, plugin = %why.plugin, reason = %why.reason, "tool hidden");
+                    None
+                }
+            })
+            .collect();
+        let view = Arc::new(View { catalog: snapshot.generation, chain: live.generation, tools });
+        let mut views = self.views.lock().unwrap();
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(key, Arc::clone(&view));
+        view
+    }
+
+    fn list_tools(&self, caller: &Caller, params: &Value) -> Result<Value, RpcError> {
+        let snapshot = self.catalog.snapshot();
+        let view = self.view(&caller.principal, &snapshot);
+        let tools = view
+            .tools
+            .iter()
+            .map(|(i, flags)| {
+                let mut tool = snapshot.tools[*i].definition.clone();
+                if !flags.is_empty() {
+                    let flags: Vec<Value> = flags.iter().map(|(p, r)| json!({"plugin": p, "reason": r})).collect();
+                    crate::mcp::set_meta(&mut tool, "dev.warden/flags", Value::Array(flags));
+                }
+                tool
+            })
+            .collect();
+        self.page(params, "tools", tools)
+    }
+
+    /// The path of a tool call. Order matters: nothing reaches the upstream
+    /// unless the chain allowed it, and nothing reaches the client unless the
+    /// chain saw it.
+    async fn call_tool(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
+        let exposed =
+            params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("name is required"))?;
+        let arguments = match params.get("arguments") {
+            None | Some(Value::Null) => json!({}),
+            Some(a @ Value::Object(_)) => a.clone(),
+            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
+        };
+        // Route: only tools this principal may see exist for it.
+        let snapshot = self.catalog.snapshot();
+        let view = self.view(&caller.principal, &snapshot);
+        let entry = snapshot
+            .tool(exposed)
+            .filter(|entry| view.tools.iter().any(|(i, _)| std::ptr::eq(&snapshot.tools[*i], *entry)))
+            .ok_or_else(|| RpcError::invalid_params(format!("unknown tool: {exposed}")))?;
+        let target = Target {
+            kind: TargetKind::Tool,
+            server: entry.upstream.clone(),
+            name: entry.name.clone(),
+            annotations: catalog::annotations(&entry.definition),
+        };
+        params["name"] = json!(entry.name);
+        self.through_chain(caller, target, arguments, params, "tools/call", "arguments").await
+    }
+
+    async fn read_resource(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
+        let uri =
+            params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("uri is required"))?;
+        let upstream = self.resource_upstream(uri)?;
+        let target = Target {
+            kind: TargetKind::Resource,
+            server: upstream.name().to_owned(),
+            name: uri.to_owned(),
+            annotations: ToolAnnotations::default(),
+        };
+        let arguments = json!({ "uri": uri });
+        self.through_chain(caller, target, arguments, params, "resources/read", "").await
+    }
+
+    async fn get_prompt(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
+        let exposed =
+            params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("name is required"))?;
+        let snapshot = self.catalog.snapshot();
+        let entry =
+            snapshot.prompt(exposed).ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
+        let target = Target {
+            kind: TargetKind::Prompt,
+            server: entry.upstream.clone(),
+            name: entry.name.clone(),
+            annotations: ToolAnnotations::default(),
+        };
+        params["name"] = json!(entry.name);
+        let arguments = params.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
+        self.through_chain(caller, target, arguments, params, "prompts/get", "arguments").await
+    }
+
+    /// on-call → upstream → on-result, for a routed request. `arguments_key`
+    /// is where rewritten arguments go back into `params` (empty: nowhere).
+    async fn through_chain(
+        &self,
+        caller: &Caller,
+        target: Target,
+        arguments: Value,
+        mut params: Value,
+        method: &str,
+        arguments_key: &str,
+    ) -> Result<Value, RpcError> {
+        let started = Instant::now();
+        let live = self.chain.load_full();
+        let history_key = caller.history_key();
+        let request_id = self.request_id();
+        let audit = |outcome: &str, detail: &str| {
+            tracing::info!(
+                target: "warden::audit",
+                request = %request_id,
+                subject = %caller.principal.subject,
+                upstream = %target.server,
+                name = %target.name,
+                method,
+                outcome,
+                detail,
+                micros = started.elapsed().as_micros() as u64,
+            );
+        };
+        let mut call = Call {
+            request_id: request_id.clone(),
+            session_id: caller.session.clone(),
+            principal: caller.principal.to_policy(),
+            target: target.clone(),
+            arguments: arguments.to_string(),
+            history: self.history.recent(&history_key),
+            timestamp_ms: now_ms(),
+        };
+
+        let decision = live.chain.on_call(&mut call);
+        match decision.outcome {
+            CallOutcome::Allow => {}
+            CallOutcome::Deny(rejection) => {
+                audit("denied", &rejection.reason);
+                return Err(denied(&rejection));
+            }
+            CallOutcome::Ask(approval) => {
+                audit("approval-required", &approval.prompt);
+                return Err(RpcError::new(code::APPROVAL_REQUIRED, format!("approval required: {}", approval.prompt))
+                    .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })));
+            }
+        }
+        if !arguments_key.is_empty() {
+            params[arguments_key] = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+        }
+
+        let upstream = self.upstream(&call.target.server)?;
+        self.history.record(&history_key, &call);
+        let result = match self.dispatch(upstream, method, params, caller).await {
+            Ok(result) => result,
+            Err(error) => {
+                audit("upstream-error", &error.message);
+                return Err(error);
+            }
+        };
+        // An input_required result is a question for the client, not data for the model.
+        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+            audit("input-required", "");
+            return Ok(result);
+        }
+
+        let decision = live.chain.on_result(&call, result.to_string());
+        match decision.outcome {
+            ResultOutcome::Allow(output) => {
+                let rewritten =
+                    decision.steps.iter().any(|s| matches!(s.outcome, crate::chain::StepOutcome::Rewrote { .. }));
+                audit(if rewritten { "allowed-rewritten" } else { "allowed" }, "");
+                serde_json::from_str(&output)
+                    .map_err(|e| RpcError::internal(format!("rewritten result is not JSON: {e}")))
+            }
+            ResultOutcome::Deny(rejection) => {
+                audit("result-denied", &rejection.reason);
+                Err(denied(&rejection))
+            }
+        }
+    }
+
+    /// Send a request upstream. For a legacy client, `input_required` rounds
+    /// from a 2026-07-28 upstream are answered by asking the client (its
+    /// session carries server-to-client requests); a modern client gets them
+    /// as they are.
+    async fn dispatch(
+        &self,
+        upstream: &Upstream,
+        method: &str,
+        params: Value,
+        caller: &Caller,
+    ) -> Result<Value, RpcError> {
+        let mut params = params;
+        for _ in 0..MAX_INPUT_ROUNDS {
+            let result =
+                upstream.request(method, params.clone(), caller.hooks.clone()).await.map_err(|e| e.to_rpc())?;
+            if caller.modern || result.get("resultType").and_then(Value::as_str) != Some("input_required") {
+                return Ok(result);
+            }
+            let Some(relay) = &caller.hooks.requests else {
+                return Err(RpcError::internal("the upstream needs input the client cannot be asked for"));
+            };
+            let mut responses = Map::new();
+            if let Some(requests) = result.get("inputRequests").and_then(Value::as_object) {
+                for (key, request) in requests {
+                    let method = request.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let inner = request.get("params").cloned().unwrap_or_else(|| json!({}));
+                    responses.insert(key.clone(), relay.request(method, inner).await?);
+                }
+            }
+            params["inputResponses"] = Value::Object(responses);
+            match result.get("requestState") {
+                Some(state) => params["requestState"] = state.clone(),
+                None => {
+                    if let Some(p) = params.as_object_mut() {
+                        p.remove("requestState");
+                    }
+                }
+            }
+        }
+        Err(RpcError::internal(format!("the upstream asked for input more than {MAX_INPUT_ROUNDS} times")))
+    }
+
+    async fn complete(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
+        let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+        let upstream = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let exposed = reference.get("name").and_then(Value::as_str).unwrap_or_default();
+                let snapshot = self.catalog.snapshot();
+                let entry = snapshot
+                    .prompt(exposed)
+                    .ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
+                params["ref"]["name"] = json!(entry.name);
+                self.upstream(&entry.upstream)?
+            }
+            Some("ref/resource") => {
+                let uri = reference.get("uri").and_then(Value::as_str).unwrap_or_default();
+                self.resource_upstream(uri)?
+            }
+            _ => return Err(RpcError::invalid_params("ref must be a ref/prompt or ref/resource")),
+        };
+        if !upstream.server_info().is_some_and(|i| i.has("completions")) {
+            return Ok(json!({ "completion": { "values": [], "hasMore": false } }));
+        }
+        upstream.request("completion/complete", params, caller.hooks.clone()).await.map_err(|e| e.to_rpc())
+    }
+
+    fn upstream(&self, name: &str) -> Result<&Upstream, RpcError> {
+        self.by_name.get(name).map(|u| u.as_ref()).ok_or_else(|| RpcError::internal(format!("no upstream {name}")))
+    }
+
+    fn resource_upstream(&self, uri: &str) -> Result<&Upstream, RpcError> {
+        let snapshot = self.catalog.snapshot();
+        let name = snapshot
+            .resource_upstream(uri)
+            .ok_or_else(|| RpcError::invalid_params("Resource not found").with_data(json!({ "uri": uri })))?;
+        self.upstream(name)
+    }
+}
+
+/// The client's error for a policy denial.
+fn denied(rejection: &Rejection) -> RpcError {
+    RpcError::new(code::POLICY_DENIED, format!("denied by policy {}: {}", rejection.plugin, rejection.reason))
+        .with_data(json!({ "plugin": rejection.plugin, "code": rejection.code, "reason": rejection.reason }))
+}
+
+fn decode_cursor(cursor: &str) -> Option<usize> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    text.strip_prefix("o:")?.parse().ok()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,93 @@
+//! Putting it together: config → engine → policy chain → gateway → listener.
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Authenticator,
+    chain::Chain,
+    config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
+    engine::Engine,
+    gateway::{Gateway, Settings},
+    transport::http::{self, HttpState},
+};
+
+/// How long start-up waits for upstreams before serving anyway.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// Build the gateway a config describes (upstreams start connecting).
+pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
+    let engine = Engine::new(&config.engine)?;
+    let chain = match &config.chain {
+        Some(file) => chain_config::load(&engine, file)?,
+        None => {
+            tracing::warn!("no [policy] chain configured: every call is allowed");
+            Chain::default()
+        }
+    };
+    let settings = Settings {
+        naming: config.naming.clone(),
+        history: config.sessions.history,
+        max_histories: config.sessions.max,
+        page_size: 500,
+    };
+    let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
+    Ok(Gateway::start(settings, upstreams, chain))
+}
+
+/// A gateway serving HTTP.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting, let requests in progress finish, stop the upstreams.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        self.gateway.shutdown().await;
+    }
+}
+
+/// Load `config`, start the gateway, wait (bounded) for upstreams, and listen.
+pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
+    let gateway = gateway(config)?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback: make sure TLS and authentication sit in front");
+    }
+    let missing = gateway.wait_ready(READY_WAIT).await;
+    if !missing.is_empty() {
+        tracing::warn!(?missing, "serving without these upstreams for now; they keep being retried");
+    }
+    let state = HttpState::new(
+        Arc::clone(&gateway),
+        Authenticator::new(config.api_keys.clone()),
+        config.server.clone(),
+        config.sessions.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(http::serve(listener, state, shutdown.clone()));
+    tracing::info!(url = %format!("http://{addr}{}", config.server.path), "serving MCP");
+    Ok(Running { addr, gateway, shutdown, task })
+}
+
+/// Read a gateway config, with its chain file checked too.
+pub fn load_config(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let config = crate::config::gateway::parse_file(path)?;
+    if let Some(chain) = &config.chain {
+        chain_config::parse_file(chain)?;
+    }
+    Ok(config)
+}

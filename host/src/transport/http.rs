@@ -1,0 +1,353 @@
+//! The Streamable HTTP endpoint: one path, both protocol eras.
+//!
+//! Every request passes, in order: the path; the `Host` and `Origin` checks
+//! (DNS rebinding: 403 for a foreign origin or host); authentication (401);
+//! content type, `Accept` and body size (415, 406, 413); then the era, chosen
+//! per request by `MCP-Protocol-Version` (2026-07-28 → [`super::modern`];
+//! a legacy version or none → [`super::legacy`]; anything else → 400).
+//! `GET /healthz` answers 200 without authentication, for load balancers.
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{Body, full, legacy, modern, rpc_error};
+use crate::{
+    auth::{AuthError, Authenticator},
+    config::gateway::{ServerSettings, SessionSettings},
+    gateway::Gateway,
+    mcp::{self, RpcError, code, header as h},
+};
+
+/// Everything a request handler needs.
+pub struct HttpState {
+    gateway: Arc<Gateway>,
+    auth: Authenticator,
+    settings: ServerSettings,
+    sessions: legacy::Sessions,
+    server_info: Value,
+}
+
+impl HttpState {
+    /// State for serving `gateway`.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        auth: Authenticator,
+        settings: ServerSettings,
+        sessions: SessionSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            auth,
+            settings,
+            sessions: legacy::Sessions::new(sessions),
+            server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),
+        })
+    }
+}
+
+/// Serve until `shutdown` is cancelled; connections in progress get to finish
+/// their current request.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&state), shutdown.clone()));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, peer, request).await) }
+            });
+            let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    state.sessions.end_all();
+    housekeeping.abort();
+    while tokio::time::timeout(Duration::from_secs(6), connections.join_next()).await.ok().flatten().is_some() {}
+}
+
+/// Expire idle sessions; fan gateway changes out to sessions' streams.
+async fn housekeeping(state: Arc<HttpState>, shutdown: CancellationToken) {
+    let mut changes = state.gateway.changes();
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = sweep.tick() => {
+                for id in state.sessions.sweep() {
+                    state.gateway.forget_session(&id);
+                    tracing::info!(session = %id, "session expired");
+                }
+            }
+            change = changes.recv() => match change {
+                Ok(change) => state.sessions.fan_out(&change),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+fn forbidden(message: &str) -> Response<Body> {
+    rpc_error(StatusCode::FORBIDDEN, Value::Null, &RpcError::new(code::INVALID_REQUEST, message))
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = rpc_error(status, Value::Null, &RpcError::new(code::INVALID_REQUEST, message));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+    }
+    response
+}
+
+/// Whether a host name (without port) is loopback.
+fn loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `host[:port]` → host.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// DNS-rebinding defence: a browser page on a foreign origin, or a request
+/// addressed to a foreign host name, never reaches a loopback gateway.
+fn check_origin_and_host(settings: &ServerSettings, request: &Request<Incoming>) -> Result<(), Response<Body>> {
+    let headers = request.headers();
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        let name = strip_port(host);
+        let allowed = loopback_host(name)
+            || settings.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
+            || (!settings.listen.ip().is_loopback() && settings.allowed_hosts.is_empty());
+        if !allowed {
+            return Err(forbidden(&format!("host {host:?} is not allowed (see server.allowed_hosts)")));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = origin.split_once("://").map(|(_, rest)| strip_port(rest.trim_end_matches('/'))).unwrap_or("");
+        let allowed = origin != "null"
+            && (loopback_host(host) || settings.allowed_origins.iter().any(|a| a.eq_ignore_ascii_case(origin)));
+        if !allowed {
+            return Err(forbidden(&format!("origin {origin:?} is not allowed (see server.allowed_origins)")));
+        }
+    }
+    Ok(())
+}
+
+fn accepts(request: &Request<Incoming>, wanted: &[&str]) -> bool {
+    let accept =
+        request.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let types: Vec<&str> = accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim()).collect();
+    types.contains(&"*/*") || wanted.iter().all(|w| types.iter().any(|t| t.eq_ignore_ascii_case(w)))
+}
+
+/// Handle one HTTP request.
+pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    if path == "/healthz" && request.method() == Method::GET {
+        return Response::builder().status(StatusCode::OK).body(full("ok\n")).expect("valid response");
+    }
+    if path != state.settings.path {
+        return plain(StatusCode::NOT_FOUND, &format!("no MCP endpoint at {path}; it is at {}", state.settings.path));
+    }
+    if let Err(response) = check_origin_and_host(&state.settings, &request) {
+        return response;
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authenticate(authorization, peer.ip()) {
+        Ok(principal) => principal,
+        Err(error) => return unauthorized(&error),
+    };
+
+    let version = request.headers().get(h::PROTOCOL_VERSION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let era = version.as_deref().map(mcp::era_of);
+    match *request.method() {
+        Method::POST => {}
+        Method::GET | Method::DELETE if era == Some(Some(mcp::Era::Modern)) => {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "protocol 2026-07-28 uses POST only");
+        }
+        Method::GET | Method::DELETE if era == Some(None) => {
+            return unsupported_version(version.as_deref().unwrap_or_default());
+        }
+        Method::GET => {
+            if !accepts(&request, &["text/event-stream"]) {
+                return plain(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "GET opens an event stream: Accept must include text/event-stream",
+                );
+            }
+            let headers = request.headers().clone();
+            return legacy::get(legacy::Context {
+                gateway: &state.gateway,
+                sessions: &state.sessions,
+                principal,
+                headers: &headers,
+                server_info: &state.server_info,
+            });
+        }
+        Method::DELETE => {
+            let headers = request.headers().clone();
+            return legacy::delete(legacy::Context {
+                gateway: &state.gateway,
+                sessions: &state.sessions,
+                principal,
+                headers: &headers,
+                server_info: &state.server_info,
+            });
+        }
+        _ => return plain(StatusCode::METHOD_NOT_ALLOWED, "the MCP endpoint takes POST, GET and DELETE"),
+    }
+
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON (Content-Type: application/json)");
+    }
+    if !accepts(&request, &["application/json", "text/event-stream"]) {
+        return plain(StatusCode::NOT_ACCEPTABLE, "Accept must include both application/json and text/event-stream");
+    }
+    let headers = request.headers().clone();
+    let limit = state.settings.max_body_bytes;
+    let bytes = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body exceeds {limit} bytes (server.max_body_kib)"),
+            );
+        }
+        Err(error) => return plain(StatusCode::BAD_REQUEST, &format!("cannot read the body: {error}")),
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(body) => body,
+        Err(error) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                &RpcError::new(code::PARSE_ERROR, format!("Parse error: {error}")),
+            );
+        }
+    };
+    let modern = match era {
+        Some(Some(mcp::Era::Modern)) => true,
+        Some(Some(mcp::Era::Legacy(_))) | None => false,
+        // An unknown version: a modern request (with `_meta`) gets the
+        // modern errors (-32020/-32022); anything else a plain 400.
+        Some(None) => {
+            if body
+                .get("params")
+                .and_then(|p| mcp::request_meta(p))
+                .is_some_and(|m| m.contains_key(mcp::meta::PROTOCOL_VERSION))
+            {
+                true
+            } else {
+                return unsupported_version(version.as_deref().unwrap_or_default());
+            }
+        }
+    };
+    if modern {
+        modern::post(
+            modern::Context { gateway: &state.gateway, principal, headers: &headers, server_info: &state.server_info },
+            body,
+        )
+        .await
+    } else {
+        legacy::post(
+            legacy::Context {
+                gateway: &state.gateway,
+                sessions: &state.sessions,
+                principal,
+                headers: &headers,
+                server_info: &state.server_info,
+            },
+            body,
+        )
+        .await
+    }
+}
+
+fn unsupported_version(version: &str) -> Response<Body> {
+    rpc_error(
+        StatusCode::BAD_REQUEST,
+        Value::Null,
+        &RpcError::new(code::INVALID_REQUEST, format!("Bad Request: unsupported MCP-Protocol-Version {version:?}"))
+            .with_data(json!({ "supported": mcp::supported_versions() })),
+    )
+}
+
+fn unauthorized(error: &AuthError) -> Response<Body> {
+    let mut response =
+        rpc_error(StatusCode::UNAUTHORIZED, Value::Null, &RpcError::new(code::INVALID_REQUEST, error.to_string()));
+    let challenge = match error {
+        AuthError::Missing => "Bearer",
+        AuthError::Malformed => "Bearer error=\"invalid_request\"",
+        AuthError::Invalid => "Bearer error=\"invalid_token\"",
+    };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(strip_port("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+        assert_eq!(strip_port("localhost"), "localhost");
+        assert!(
+            loopback_host("localhost") && loopback_host("127.0.0.1") && loopback_host("::1") && loopback_host("[::1]")
+        );
+        assert!(!loopback_host("evil.example.com"));
+    }
+}

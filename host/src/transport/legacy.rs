@@ -1,0 +1,515 @@
+//! The legacy revisions (2025-03-26, 2025-06-18, 2025-11-25) over HTTP:
+//! `initialize` opens a session bound to the principal that created it;
+//! requests carry `Mcp-Session-Id`; answers come as JSON or on an SSE stream
+//! that can be resumed with `Last-Event-ID`; `GET` opens the session's own
+//! stream for list changes and resource updates; `DELETE` ends the session.
+//! Batches are accepted only in 2025-03-26 sessions.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures_util::future::{AbortHandle, Abortable};
+use http_body_util::BodyExt;
+use hyper::{HeaderMap, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Body, Exchange, Stream, StreamPolicy, empty, json_response, respond, rpc_error};
+use crate::{
+    auth::Principal,
+    config::gateway::SessionSettings,
+    gateway::{Caller, Change, Gateway},
+    mcp::{self, Message, RpcError, code, header as h, jsonrpc},
+    upstream::{CallHooks, ClientRequests},
+};
+
+/// How long the gateway waits for a client to answer a relayed request.
+const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One client session.
+pub(crate) struct Session {
+    id: String,
+    principal: Arc<Principal>,
+    version: &'static str,
+    client_capabilities: Value,
+    initialized: AtomicBool,
+    last_used: Mutex<Instant>,
+    streams: Mutex<HashMap<u64, Arc<Stream>>>,
+    next_stream: AtomicU64,
+    /// The stream a `GET` reads (stream 0), once opened, and whether a reader is on it.
+    standalone: Mutex<Option<Arc<Stream>>>,
+    standalone_reader: Arc<AtomicBool>,
+    /// Requests the gateway sent the client, waiting for its answer.
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, RpcError>>>>,
+    next_request: AtomicU64,
+    /// The client's requests in progress, for `notifications/cancelled`.
+    in_flight: Mutex<HashMap<String, AbortHandle>>,
+    subscriptions: Mutex<HashSet<String>>,
+}
+
+impl Session {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap() = Instant::now();
+    }
+
+    fn new_stream(&self) -> Arc<Stream> {
+        let stream = Stream::new(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let mut streams = self.streams.lock().unwrap();
+        // Keep finished streams for resumption a while; drop the oldest beyond a bound.
+        if streams.len() >= 64 {
+            let finished: Vec<u64> = streams.iter().filter(|(_, s)| s.is_finished()).map(|(id, _)| *id).collect();
+            for id in finished.into_iter().take(streams.len() - 32) {
+                streams.remove(&id);
+            }
+        }
+        streams.insert(stream.id(), Arc::clone(&stream));
+        stream
+    }
+
+    fn end(&self) {
+        for stream in self.streams.lock().unwrap().values() {
+            stream.finish();
+        }
+        if let Some(stream) = self.standalone.lock().unwrap().as_ref() {
+            stream.finish();
+        }
+        for (_, handle) in self.in_flight.lock().unwrap().drain() {
+            handle.abort();
+        }
+        self.pending.lock().unwrap().clear();
+    }
+
+    fn notify(&self, notification: &Value) {
+        if let Some(stream) = self.standalone.lock().unwrap().as_ref() {
+            stream.push(&notification.to_string());
+        }
+    }
+}
+
+/// Relays an upstream's requests to this session's client, on the stream of
+/// the call they belong to; the answer arrives as a separate POST.
+struct Relay {
+    session: Arc<Session>,
+    events: mpsc::UnboundedSender<Value>,
+}
+
+impl ClientRequests for Relay {
+    fn request(
+        &self,
+        method: String,
+        params: Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send>> {
+        let session = Arc::clone(&self.session);
+        let events = self.events.clone();
+        Box::pin(async move {
+            let capability = match method.as_str() {
+                "sampling/createMessage" => "sampling",
+                "elicitation/create" => "elicitation",
+                "roots/list" => "roots",
+                _ => "",
+            };
+            if !capability.is_empty() && session.client_capabilities.get(capability).is_none() {
+                return Err(RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("the client did not declare the {capability} capability"),
+                ));
+            }
+            let id = format!("warden-{}", session.next_request.fetch_add(1, Ordering::Relaxed));
+            let (reply, answer) = oneshot::channel();
+            session.pending.lock().unwrap().insert(id.clone(), reply);
+            if events.send(jsonrpc::request(json!(id), &method, params)).is_err() {
+                session.pending.lock().unwrap().remove(&id);
+                return Err(RpcError::internal("the client's stream is gone"));
+            }
+            match tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(RpcError::internal("the session ended before the client answered")),
+                Err(_) => {
+                    session.pending.lock().unwrap().remove(&id);
+                    Err(RpcError::internal(format!("the client did not answer {method} in time")))
+                }
+            }
+        })
+    }
+}
+
+/// All sessions.
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    settings: SessionSettings,
+}
+
+impl Sessions {
+    pub(crate) fn new(settings: SessionSettings) -> Self {
+        Self { map: Mutex::default(), settings }
+    }
+
+    fn create(&self, principal: Arc<Principal>, version: &'static str, client_capabilities: Value) -> Arc<Session> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS provides randomness");
+        let session = Arc::new(Session {
+            id: URL_SAFE_NO_PAD.encode(bytes),
+            principal,
+            version,
+            client_capabilities,
+            initialized: AtomicBool::new(false),
+            last_used: Mutex::new(Instant::now()),
+            streams: Mutex::default(),
+            next_stream: AtomicU64::new(1),
+            standalone: Mutex::new(None),
+            standalone_reader: Arc::new(AtomicBool::new(false)),
+            pending: Mutex::default(),
+            next_request: AtomicU64::new(1),
+            in_flight: Mutex::default(),
+            subscriptions: Mutex::default(),
+        });
+        let mut map = self.map.lock().unwrap();
+        if map.len() >= self.settings.max {
+            let oldest = map.iter().min_by_key(|(_, s)| *s.last_used.lock().unwrap()).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest.and_then(|k| map.remove(&k)) {
+                tracing::info!(session = %oldest.id, "session limit reached; ending the least recently used");
+                oldest.end();
+            }
+        }
+        map.insert(session.id.clone(), Arc::clone(&session));
+        session
+    }
+
+    /// The session `id`, if it exists and belongs to `principal`. Another
+    /// principal's session is reported as unknown: sessions are not credentials.
+    fn get(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
+        let session = self.map.lock().unwrap().get(id).cloned()?;
+        if *session.principal != *principal {
+            tracing::warn!(session = %id, subject = %principal.subject, "session presented by another principal");
+            return None;
+        }
+        session.touch();
+        Some(session)
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.map.lock().unwrap().remove(id)
+    }
+
+    /// End sessions idle longer than the timeout; returns their ids.
+    pub(crate) fn sweep(&self) -> Vec<String> {
+        let timeout = self.settings.idle_timeout;
+        let mut map = self.map.lock().unwrap();
+        let expired: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| s.last_used.lock().unwrap().elapsed() > timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &expired {
+            if let Some(session) = map.remove(id) {
+                session.end();
+            }
+        }
+        expired
+    }
+
+    /// Tell sessions about a change, on their `GET` streams.
+    pub(crate) fn fan_out(&self, change: &Change) {
+        let sessions: Vec<Arc<Session>> = self.map.lock().unwrap().values().cloned().collect();
+        for session in sessions {
+            match change {
+                Change::ListChanged(method) => session.notify(&jsonrpc::notification(method, json!({}))),
+                Change::ResourceUpdated { uri } => {
+                    if session.subscriptions.lock().unwrap().contains(uri) {
+                        session.notify(&jsonrpc::notification("notifications/resources/updated", json!({"uri": uri})));
+                    }
+                }
+            }
+        }
+    }
+
+    /// End every session (shutdown).
+    pub(crate) fn end_all(&self) {
+        for (_, session) in self.map.lock().unwrap().drain() {
+            session.end();
+        }
+    }
+}
+
+/// What the legacy handler needs from the HTTP layer.
+pub(crate) struct Context<'a> {
+    pub gateway: &'a Arc<Gateway>,
+    pub sessions: &'a Sessions,
+    pub principal: Arc<Principal>,
+    pub headers: &'a HeaderMap,
+    pub server_info: &'a Value,
+}
+
+fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get(h::SESSION_ID).and_then(|v| v.to_str().ok())
+}
+
+/// The session a request names, or the response refusing it.
+fn require_session(cx: &Context<'_>) -> Result<Arc<Session>, Response<Body>> {
+    let Some(id) = session_id(cx.headers) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            &RpcError::new(
+                code::INVALID_REQUEST,
+                "Bad Request: the Mcp-Session-Id header is required after initialize",
+            ),
+        ));
+    };
+    cx.sessions.get(id, &cx.principal).ok_or_else(|| {
+        rpc_error(
+            StatusCode::NOT_FOUND,
+            Value::Null,
+            &RpcError::new(code::INVALID_REQUEST, "session not found: it ended, or never existed; initialize again"),
+        )
+    })
+}
+
+/// A legacy POST.
+pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
+    if let Value::Array(batch) = body {
+        return post_batch(&cx, batch).await;
+    }
+    let message = match Message::parse(body) {
+        Ok(message) => message,
+        Err(error) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, &error),
+    };
+    match message {
+        Message::Request { id, method, params } if method == "initialize" => initialize(&cx, id, params),
+        Message::Request { id, method, params } => match require_session(&cx) {
+            Ok(session) => request(&cx, session, id, method, params).await,
+            Err(response) => response,
+        },
+        Message::Notification { method, params } => match require_session(&cx) {
+            Ok(session) => {
+                on_notification(&session, &method, &params);
+                empty(StatusCode::ACCEPTED)
+            }
+            Err(response) => response,
+        },
+        Message::Result { id, result } => answer_pending(&cx, &id, Ok(result)),
+        Message::Error { id, error } => answer_pending(&cx, &id, Err(error)),
+    }
+}
+
+fn answer_pending(cx: &Context<'_>, id: &Value, answer: Result<Value, RpcError>) -> Response<Body> {
+    let session = match require_session(cx) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let key = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+    match session.pending.lock().unwrap().remove(&key) {
+        Some(reply) => {
+            let _ = reply.send(answer);
+        }
+        None => tracing::debug!(session = %session.id, %id, "answer to no pending request"),
+    }
+    empty(StatusCode::ACCEPTED)
+}
+
+fn on_notification(session: &Session, method: &str, params: &Value) {
+    match method {
+        "notifications/initialized" => session.initialized.store(true, Ordering::Relaxed),
+        "notifications/cancelled" => {
+            let id = params.get("requestId").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+            if let Some(handle) = id.and_then(|id| session.in_flight.lock().unwrap().remove(&id)) {
+                handle.abort();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn initialize(cx: &Context<'_>, id: Value, params: Value) -> Response<Body> {
+    if session_id(cx.headers).is_some() {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            &RpcError::new(code::INVALID_REQUEST, "initialize must not carry an Mcp-Session-Id"),
+        );
+    }
+    let requested = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(mcp::DEFAULT_LEGACY);
+    // Answer with the requested revision if it is a legacy one we speak, else our newest.
+    let version = mcp::LEGACY.iter().copied().find(|v| *v == requested).unwrap_or(mcp::LEGACY[0]);
+    let capabilities = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
+    let session = cx.sessions.create(Arc::clone(&cx.principal), version, capabilities);
+    tracing::info!(session = %session.id, subject = %cx.principal.subject, version, "session started");
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": cx.gateway.capabilities(),
+        "serverInfo": cx.server_info,
+    });
+    if let Some(instructions) = cx.gateway.instructions() {
+        result["instructions"] = json!(instructions);
+    }
+    let mut response = json_response(StatusCode::OK, &jsonrpc::response(id, result));
+    response.headers_mut().insert(h::SESSION_ID, session.id.parse().expect("URL-safe base64 is a valid header"));
+    response
+}
+
+async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: String, params: Value) -> Response<Body> {
+    let (events, receiver) = mpsc::unbounded_channel();
+    let caller = Caller {
+        principal: Arc::clone(&session.principal),
+        session: Some(session.id.clone()),
+        hooks: CallHooks {
+            notifications: Some(events.clone()),
+            requests: Some(Arc::new(Relay { session: Arc::clone(&session), events })),
+            client_capabilities: session.client_capabilities.clone(),
+        },
+        modern: false,
+    };
+    match method.as_str() {
+        "resources/subscribe" | "resources/unsubscribe" => {
+            if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+                let mut subscriptions = session.subscriptions.lock().unwrap();
+                if method == "resources/subscribe" {
+                    subscriptions.insert(uri.to_owned());
+                } else {
+                    subscriptions.remove(uri);
+                }
+            }
+        }
+        "initialize" => unreachable!("handled before"),
+        _ => {}
+    }
+    let key = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+    let (abort, registration) = AbortHandle::new_pair();
+    session.in_flight.lock().unwrap().insert(key.clone(), abort);
+    let gateway = Arc::clone(cx.gateway);
+    let in_flight_session = Arc::clone(&session);
+    let work = async move {
+        let result = Abortable::new(gateway.handle(&caller, &method, params), registration)
+            .await
+            .unwrap_or_else(|_| Err(RpcError::new(code::INTERNAL_ERROR, "request cancelled")));
+        in_flight_session.in_flight.lock().unwrap().remove(&key);
+        result
+    };
+    let exchange = Exchange { id, events: receiver, work: Box::pin(work) };
+    let prime = session.version == "2025-11-25";
+    respond(
+        exchange,
+        || StreamPolicy { stream: session.new_stream(), prime, cancel_on_disconnect: false },
+        |result| result,
+        Vec::new(),
+    )
+    .await
+}
+
+/// 2025-03-26 batches: every request answered in one JSON array. Side traffic
+/// (progress, server requests) is not available within a batch.
+async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
+    let invalid =
+        |message: &str| rpc_error(StatusCode::BAD_REQUEST, Value::Null, &RpcError::new(code::INVALID_REQUEST, message));
+    if batch.is_empty() {
+        return invalid("an empty batch");
+    }
+    let session = match require_session(cx) {
+        Ok(session) => session,
+        Err(_) if batch.iter().any(|m| m.get("method").and_then(Value::as_str) == Some("initialize")) => {
+            return invalid("initialize cannot be batched");
+        }
+        Err(response) => return response,
+    };
+    if session.version != "2025-03-26" {
+        return invalid(&format!("JSON-RPC batches are not part of protocol {}", session.version));
+    }
+    let caller = Caller {
+        principal: Arc::clone(&session.principal),
+        session: Some(session.id.clone()),
+        hooks: CallHooks { client_capabilities: session.client_capabilities.clone(), ..CallHooks::default() },
+        modern: false,
+    };
+    let mut answers = Vec::new();
+    for value in batch {
+        match Message::parse(value) {
+            Ok(Message::Request { id, method, params }) => {
+                let answer = match cx.gateway.handle(&caller, &method, params).await {
+                    Ok(result) => jsonrpc::response(id, result),
+                    Err(error) => jsonrpc::error_response(id, &error),
+                };
+                answers.push(answer);
+            }
+            Ok(Message::Notification { method, params }) => on_notification(&session, &method, &params),
+            Ok(Message::Result { id, result }) => {
+                let _ = answer_pending(cx, &id, Ok(result));
+            }
+            Ok(Message::Error { id, error }) => {
+                let _ = answer_pending(cx, &id, Err(error));
+            }
+            Err(error) => answers.push(jsonrpc::error_response(Value::Null, &error)),
+        }
+    }
+    if answers.is_empty() { empty(StatusCode::ACCEPTED) } else { json_response(StatusCode::OK, &Value::Array(answers)) }
+}
+
+/// A legacy GET: the session's own stream, or the rest of an earlier stream
+/// after `Last-Event-ID`.
+pub(crate) fn get(cx: Context<'_>) -> Response<Body> {
+    let session = match require_session(&cx) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Some(last) = cx.headers.get(h::LAST_EVENT_ID).and_then(|v| v.to_str().ok()) {
+        let stream = Stream::parse_event_id(last).and_then(|(stream, seq)| {
+            let found = if stream == 0 {
+                session.standalone.lock().unwrap().clone()
+            } else {
+                session.streams.lock().unwrap().get(&stream).cloned()
+            };
+            found.map(|s| (s, seq))
+        });
+        return match stream {
+            Some((stream, seq)) => sse(stream.body(seq).boxed()),
+            None => rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                &RpcError::new(code::INVALID_REQUEST, format!("cannot resume: no stream has event {last:?}")),
+            ),
+        };
+    }
+    if session.standalone_reader.swap(true, Ordering::AcqRel) {
+        return rpc_error(
+            StatusCode::CONFLICT,
+            Value::Null,
+            &RpcError::new(code::INVALID_REQUEST, "this session already has a GET stream open"),
+        );
+    }
+    let stream = Arc::clone(session.standalone.lock().unwrap().get_or_insert_with(|| Stream::new(0)));
+    // A new reader starts at the present, not with old events.
+    let from = stream.push("");
+    let seq = Stream::parse_event_id(&from).map(|(_, seq)| seq - 1).unwrap_or(0);
+    let reader = Arc::clone(&session.standalone_reader);
+    sse(stream.body(seq).on_drop(move || reader.store(false, Ordering::Release)).boxed())
+}
+
+fn sse(body: Body) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "text/event-stream")
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .expect("valid response")
+}
+
+/// A legacy DELETE: end the session.
+pub(crate) fn delete(cx: Context<'_>) -> Response<Body> {
+    let session = match require_session(&cx) {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    if let Some(session) = cx.sessions.remove(&session.id) {
+        session.end();
+        cx.gateway.forget_session(&session.id);
+        tracing::info!(session = %session.id, "session ended by the client");
+    }
+    empty(StatusCode::NO_CONTENT)
+}

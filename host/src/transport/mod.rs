@@ -1,0 +1,157 @@
+//! How clients reach the gateway: Streamable HTTP in both protocol eras
+//! ([`http`], with [`legacy`] sessions and [`modern`] stateless requests),
+//! and stdio for a single local client ([`stdio`]).
+//!
+//! Every request ends in [`crate::gateway::Gateway::handle`]; what differs is
+//! how the answer travels: a JSON body when the upstream answered without
+//! anything in between, an SSE stream as soon as it sent progress, a log
+//! message or a request of its own.
+
+// A refusal is a complete HTTP response; handlers return it as their error.
+#![allow(clippy::result_large_err)]
+
+pub mod http;
+mod legacy;
+mod modern;
+pub mod stdio;
+mod stream;
+
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{Response, StatusCode, header};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::mcp::{RpcError, jsonrpc};
+pub use stream::Stream;
+
+/// Response bodies: a whole JSON document, or an event stream.
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(value.to_string()))
+        .expect("valid response")
+}
+
+/// An HTTP error with a JSON-RPC error body (`id` null when unknown).
+pub(crate) fn rpc_error(status: StatusCode, id: Value, error: &RpcError) -> Response<Body> {
+    json_response(status, &jsonrpc::error_response(id, error))
+}
+
+/// An empty response (202 Accepted, 204, 405 …).
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    Response::builder().status(status).body(full(Bytes::new())).expect("valid response")
+}
+
+/// The work behind one client request, and the side traffic it produces.
+pub(crate) struct Exchange {
+    /// The client's request id.
+    pub id: Value,
+    /// Notifications and requests for the client, in order, before the answer.
+    pub events: mpsc::UnboundedReceiver<Value>,
+    /// The answer.
+    pub work: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>,
+}
+
+/// How an exchange's SSE stream behaves.
+pub(crate) struct StreamPolicy {
+    /// Where events go (and where a resuming client finds them).
+    pub stream: Arc<Stream>,
+    /// Send an id-only event first, so the client can resume even before the
+    /// first real event (2025-11-25).
+    pub prime: bool,
+    /// Stop the work when the client disconnects (2026-07-28 treats a closed
+    /// stream as cancellation; the legacy revisions do not).
+    pub cancel_on_disconnect: bool,
+}
+
+/// Answer an exchange: JSON if the answer comes before any side traffic,
+/// otherwise an SSE stream of the side traffic and then the answer. `finish`
+/// shapes the result (era-specific decoration) before it is sent.
+pub(crate) async fn respond(
+    exchange: Exchange,
+    open_stream: impl FnOnce() -> StreamPolicy,
+    finish: impl Fn(Result<Value, RpcError>) -> Result<Value, RpcError> + Send + 'static,
+    extra_headers: Vec<(&'static str, String)>,
+) -> Response<Body> {
+    let Exchange { id, mut events, mut work } = exchange;
+    let first = tokio::select! {
+        biased;
+        result = &mut work => match events.try_recv() {
+            Ok(event) => Err((Some(event), Some(result))),
+            Err(_) => Ok(result),
+        },
+        Some(event) = events.recv() => Err((Some(event), None)),
+    };
+    let (first_event, done) = match first {
+        Ok(result) => {
+            let mut response = json_response(StatusCode::OK, &answer(&id, finish(result)));
+            for (name, value) in extra_headers {
+                response.headers_mut().insert(name, value.parse().expect("valid header value"));
+            }
+            return response;
+        }
+        Err(pending) => pending,
+    };
+
+    let policy = open_stream();
+    let stream = Arc::clone(&policy.stream);
+    if policy.prime {
+        stream.push("");
+    }
+    if let Some(event) = first_event {
+        stream.push(&event.to_string());
+    }
+    let producer = Arc::clone(&stream);
+    let task = tokio::spawn(async move {
+        let result = match done {
+            Some(result) => result,
+            None => loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = events.recv() => { producer.push(&event.to_string()); }
+                    result = &mut work => break result,
+                }
+            },
+        };
+        while let Ok(event) = events.try_recv() {
+            producer.push(&event.to_string());
+        }
+        producer.push(&answer(&id, finish(result)).to_string());
+        producer.finish();
+    });
+    let mut body = stream.body(0);
+    if policy.cancel_on_disconnect {
+        let abort = task.abort_handle();
+        body = body.on_drop(move || abort.abort());
+    }
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body.boxed())
+        .expect("valid response");
+    for (name, value) in extra_headers {
+        response.headers_mut().insert(name, value.parse().expect("valid header value"));
+    }
+    response
+}
+
+/// The JSON-RPC response for a result.
+fn answer(id: &Value, result: Result<Value, RpcError>) -> Value {
+    match result {
+        Ok(result) => jsonrpc::response(id.clone(), result),
+        Err(error) => jsonrpc::error_response(id.clone(), &error),
+    }
+}

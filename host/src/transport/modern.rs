@@ -1,0 +1,284 @@
+//! The 2026-07-28 revision over HTTP: every POST stands alone, carrying the
+//! protocol version and client capabilities in `params._meta` and mirroring
+//! the method (and tool, prompt or resource name) in `Mcp-*` headers, which
+//! must agree with the body. No sessions; `server/discover` instead of
+//! `initialize`; `subscriptions/listen` instead of the GET stream.
+//!
+//! Validation order follows the conformance suite: `_meta` present (-32602),
+//! header matches `_meta` (-32020), version supported (-32022), method known
+//! (404 + -32601), headers match the body (-32020).
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::{HeaderMap, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Body, Exchange, Stream, StreamPolicy, empty, json_response, respond, rpc_error};
+use crate::{
+    auth::Principal,
+    gateway::{Caller, Change, Gateway},
+    mcp::{self, Message, RpcError, code, header as h, jsonrpc, meta},
+    upstream::CallHooks,
+};
+
+/// Methods of the legacy revisions that 2026-07-28 removed.
+const REMOVED: [&str; 5] = ["initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"];
+/// Methods the gateway answers in this revision.
+const KNOWN: [&str; 10] = [
+    "server/discover",
+    "subscriptions/listen",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+];
+/// List and read results carry caching hints; these are per credential
+/// (listings depend on the caller's roles) and may change at any time
+/// (policies hot-reload), so: private, and stale at once.
+const CACHEABLE: [&str; 5] =
+    ["tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"];
+
+/// What the modern handler needs from the HTTP layer.
+pub(crate) struct Context<'a> {
+    pub gateway: &'a Arc<Gateway>,
+    pub principal: Arc<Principal>,
+    pub headers: &'a HeaderMap,
+    pub server_info: &'a Value,
+}
+
+fn bad(id: &Value, error: RpcError) -> Response<Body> {
+    rpc_error(StatusCode::BAD_REQUEST, id.clone(), &error)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A 2026-07-28 POST.
+pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
+    if body.is_array() {
+        return bad(
+            &Value::Null,
+            RpcError::new(code::INVALID_REQUEST, "JSON-RPC batches are not part of protocol 2026-07-28"),
+        );
+    }
+    let (id, method, params) = match Message::parse(body) {
+        Ok(Message::Request { id, method, params }) => (Some(id), method, params),
+        Ok(Message::Notification { method, params }) => (None, method, params),
+        Ok(_) => {
+            return bad(
+                &Value::Null,
+                RpcError::new(code::INVALID_REQUEST, "clients send requests and notifications only"),
+            );
+        }
+        Err(error) => return bad(&Value::Null, error),
+    };
+    let reply_id = id.clone().unwrap_or(Value::Null);
+
+    // 1. `_meta` carries the version and the client's capabilities.
+    let meta = mcp::request_meta(&params);
+    let version = meta.and_then(|m| m.get(meta::PROTOCOL_VERSION)).and_then(Value::as_str);
+    let capabilities = meta.and_then(|m| m.get(meta::CLIENT_CAPABILITIES)).filter(|c| c.is_object());
+    let (Some(version), Some(capabilities)) = (version, capabilities) else {
+        return bad(
+            &reply_id,
+            RpcError::invalid_params(format!(
+                "params._meta must carry {} and {} (an object)",
+                meta::PROTOCOL_VERSION,
+                meta::CLIENT_CAPABILITIES
+            )),
+        );
+    };
+    // 2. The version header mirrors it.
+    let header_version = header(cx.headers, h::PROTOCOL_VERSION).unwrap_or_default();
+    if header_version != version {
+        return bad(
+            &reply_id,
+            RpcError::new(
+                code::HEADER_MISMATCH,
+                format!(
+                    "Header mismatch: MCP-Protocol-Version header value '{header_version}' does not match body value '{version}'"
+                ),
+            ),
+        );
+    }
+    // 3. A version the gateway speaks.
+    if mcp::era_of(version) != Some(mcp::Era::Modern) {
+        return bad(
+            &reply_id,
+            RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version")
+                .with_data(json!({ "supported": mcp::supported_versions(), "requested": version })),
+        );
+    }
+    // 4. A method it knows.
+    let Some(id) = id else {
+        // No client-to-server notifications are defined over HTTP in this revision.
+        return empty(StatusCode::ACCEPTED);
+    };
+    if REMOVED.contains(&method.as_str()) || !KNOWN.contains(&method.as_str()) {
+        return rpc_error(StatusCode::NOT_FOUND, id, &RpcError::method_not_found(&method));
+    }
+    // 5. The other headers agree with the body.
+    if let Err(error) = check_headers(cx.headers, &method, &params) {
+        return bad(&id, error);
+    }
+
+    let capabilities = capabilities.clone();
+    match method.as_str() {
+        "server/discover" => json_response(StatusCode::OK, &jsonrpc::response(id, discover(&cx))),
+        "subscriptions/listen" => listen(&cx, id, &params),
+        _ => {
+            let (events, receiver) = mpsc::unbounded_channel();
+            let caller = Caller {
+                principal: Arc::clone(&cx.principal),
+                session: None,
+                hooks: CallHooks { notifications: Some(events), requests: None, client_capabilities: capabilities },
+                modern: true,
+            };
+            let gateway = Arc::clone(cx.gateway);
+            let server_info = cx.server_info.clone();
+            let cacheable = CACHEABLE.contains(&method.as_str());
+            let work = async move { gateway.handle(&caller, &method, params).await };
+            let finish = move |result: Result<Value, RpcError>| result.map(|r| decorate(r, &server_info, cacheable));
+            let exchange = Exchange { id, events: receiver, work: Box::pin(work) };
+            respond(
+                exchange,
+                || StreamPolicy { stream: Stream::new(1), prime: false, cancel_on_disconnect: true },
+                finish,
+                Vec::new(),
+            )
+            .await
+        }
+    }
+}
+
+/// `Mcp-Method` must equal the method; `Mcp-Name` the tool or prompt name or
+/// resource URI, where the method has one.
+fn check_headers(headers: &HeaderMap, method: &str, params: &Value) -> Result<(), RpcError> {
+    let mismatch = |what: &str, header_value: &str, body_value: &str| {
+        RpcError::new(
+            code::HEADER_MISMATCH,
+            format!("Header mismatch: {what} header value '{header_value}' does not match body value '{body_value}'"),
+        )
+    };
+    match header(headers, h::METHOD) {
+        Some(value) if value == method => {}
+        Some(value) => return Err(mismatch("Mcp-Method", value, method)),
+        None => return Err(RpcError::new(code::HEADER_MISMATCH, "the Mcp-Method header is required")),
+    }
+    if let Some(name) = mcp::name_param(method, params) {
+        let raw = header(headers, h::NAME)
+            .ok_or_else(|| RpcError::new(code::HEADER_MISMATCH, "the Mcp-Name header is required"))?;
+        let decoded = mcp::decode_header_value(raw).ok_or_else(|| mismatch("Mcp-Name", raw, &name))?;
+        if decoded != name {
+            return Err(mismatch("Mcp-Name", &decoded, &name));
+        }
+    }
+    Ok(())
+}
+
+/// Every result says it is complete (unless it is `input_required`) and who
+/// answered; lists and reads carry caching hints.
+fn decorate(mut result: Value, server_info: &Value, cacheable: bool) -> Value {
+    if !result.is_object() {
+        return result;
+    }
+    if result.get("resultType").is_none() {
+        result["resultType"] = json!("complete");
+    }
+    mcp::set_meta(&mut result, meta::SERVER_INFO, server_info.clone());
+    if cacheable {
+        result["ttlMs"] = json!(0);
+        result["cacheScope"] = json!("private");
+    }
+    result
+}
+
+fn discover(cx: &Context<'_>) -> Value {
+    let mut result = json!({
+        "supportedVersions": mcp::supported_versions(),
+        "capabilities": cx.gateway.capabilities(),
+        "serverInfo": cx.server_info,
+    });
+    if let Some(instructions) = cx.gateway.instructions() {
+        result["instructions"] = json!(instructions);
+    }
+    let mut result = decorate(result, cx.server_info, true);
+    result["cacheScope"] = json!("public");
+    result
+}
+
+/// `subscriptions/listen`: an acknowledgement, then the requested change
+/// notifications tagged with the listen request's id, until the client closes.
+fn listen(cx: &Context<'_>, id: Value, params: &Value) -> Response<Body> {
+    let filter = params.get("notifications").cloned().unwrap_or_else(|| json!({}));
+    let flags = ["toolsListChanged", "promptsListChanged", "resourcesListChanged"]
+        .map(|key| (key, filter.get(key).and_then(Value::as_bool).unwrap_or(false)));
+    let wants = move |key: &str| flags.iter().any(|(k, on)| *k == key && *on);
+    let honoured = json!({
+        "toolsListChanged": wants("toolsListChanged"),
+        "promptsListChanged": wants("promptsListChanged"),
+        "resourcesListChanged": wants("resourcesListChanged"),
+    });
+    let resources: Vec<String> = filter
+        .get("resourceSubscriptions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut honoured = honoured;
+    if !resources.is_empty() {
+        honoured["resourceSubscriptions"] = json!(resources);
+    }
+    let stream = Stream::new(1);
+    let mut ack = json!({ "notifications": honoured });
+    mcp::set_meta(&mut ack, meta::SUBSCRIPTION_ID, id.clone());
+    stream.push(&jsonrpc::notification("notifications/subscriptions/acknowledged", ack).to_string());
+
+    let mut changes = cx.gateway.changes();
+    let producer = Arc::clone(&stream);
+    let task = tokio::spawn(async move {
+        loop {
+            let change = match changes.recv().await {
+                Ok(change) => change,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            let (method, params) = match &change {
+                Change::ListChanged(method) => {
+                    let wanted = match *method {
+                        "notifications/tools/list_changed" => wants("toolsListChanged"),
+                        "notifications/prompts/list_changed" => wants("promptsListChanged"),
+                        "notifications/resources/list_changed" => wants("resourcesListChanged"),
+                        _ => false,
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    (*method, json!({}))
+                }
+                Change::ResourceUpdated { uri } if resources.contains(uri) => {
+                    ("notifications/resources/updated", json!({ "uri": uri }))
+                }
+                Change::ResourceUpdated { .. } => continue,
+            };
+            let mut params = params;
+            mcp::set_meta(&mut params, meta::SUBSCRIPTION_ID, id.clone());
+            producer.push(&jsonrpc::notification(method, params).to_string());
+        }
+        producer.finish();
+    });
+    let abort = task.abort_handle();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "text/event-stream")
+        .header(hyper::header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(stream.body(0).on_drop(move || abort.abort()).boxed())
+        .expect("valid response")
+}
