@@ -3,7 +3,9 @@
 //! API keys (`Authorization: Bearer <key>`) are configured by their SHA-256
 //! digest, never in clear, each mapped to a principal. A key may be limited to
 //! loopback clients (the quick start's demo keys are). Every request is
-//! authenticated; a missing or unknown key is a 401.
+//! authenticated; a missing or unknown key is a 401. Requests without
+//! credentials are served as a configured anonymous principal only if the
+//! config asks for one, and only from loopback clients to a loopback listener.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -75,17 +77,23 @@ pub enum AuthError {
 #[derive(Clone, Debug, Default)]
 pub struct Authenticator {
     keys: Vec<ApiKey>,
+    anonymous: Option<Arc<Principal>>,
 }
 
 impl Authenticator {
-    /// Authenticate with these API keys.
-    pub fn new(keys: Vec<ApiKey>) -> Self {
-        Self { keys }
+    /// Authenticate with these API keys, and serve requests without
+    /// credentials from loopback as `anonymous` if given.
+    pub fn new(keys: Vec<ApiKey>, anonymous: Option<Arc<Principal>>) -> Self {
+        Self { keys, anonymous }
     }
 
     /// Resolve an `Authorization` header value from a client at `peer`.
     pub fn authenticate(&self, authorization: Option<&str>, peer: IpAddr) -> Result<Arc<Principal>, AuthError> {
-        let value = authorization.ok_or(AuthError::Missing)?;
+        let value = match (authorization, &self.anonymous) {
+            (Some(value), _) => value,
+            (None, Some(anonymous)) if peer.is_loopback() => return Ok(Arc::clone(anonymous)),
+            (None, _) => return Err(AuthError::Missing),
+        };
         let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(AuthError::Malformed);
@@ -130,10 +138,13 @@ mod tests {
             })
         };
         let digest = |key: &str| Sha256::digest(key.as_bytes()).into();
-        Authenticator::new(vec![
-            ApiKey { digest: digest("local-key"), principal: principal("local"), loopback_only: true },
-            ApiKey { digest: digest("remote-key"), principal: principal("remote"), loopback_only: false },
-        ])
+        Authenticator::new(
+            vec![
+                ApiKey { digest: digest("local-key"), principal: principal("local"), loopback_only: true },
+                ApiKey { digest: digest("remote-key"), principal: principal("remote"), loopback_only: false },
+            ],
+            None,
+        )
     }
 
     const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -155,6 +166,22 @@ mod tests {
         assert_eq!(auth.authenticate(Some("Bearer nope"), LOOPBACK), Err(AuthError::Invalid));
         // Loopback-only keys are refused from elsewhere, exactly like unknown keys.
         assert_eq!(auth.authenticate(Some("Bearer local-key"), REMOTE), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn anonymous_access_is_loopback_only_and_opt_in() {
+        let anonymous = Arc::new(Principal {
+            subject: "anonymous".into(),
+            tenant: None,
+            roles: vec![],
+            scopes: vec![],
+            claims: json!({}),
+        });
+        let auth = Authenticator::new(vec![], Some(anonymous));
+        assert_eq!(auth.authenticate(None, LOOPBACK).unwrap().subject, "anonymous");
+        assert_eq!(auth.authenticate(None, REMOTE), Err(AuthError::Missing));
+        // Credentials, when sent, are checked, never ignored.
+        assert_eq!(auth.authenticate(Some("Bearer wrong"), LOOPBACK), Err(AuthError::Invalid));
     }
 
     #[test]

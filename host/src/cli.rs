@@ -181,7 +181,7 @@ fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<
 
 fn stdio(config: &Path) -> anyhow::Result<u8> {
     let config = server::load_config(config)?;
-    let auth = crate::auth::Authenticator::new(config.api_keys.clone());
+    let auth = crate::auth::Authenticator::new(config.api_keys.clone(), config.anonymous.clone());
     let principal = crate::transport::stdio::principal_from_env(&auth).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
         let gateway = server::gateway(&config)?;

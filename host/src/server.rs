@@ -73,7 +73,7 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
     }
     let state = HttpState::new(
         Arc::clone(&gateway),
-        Authenticator::new(config.api_keys.clone()),
+        Authenticator::new(config.api_keys.clone(), config.anonymous.clone()),
         config.server.clone(),
         config.sessions.clone(),
     );

@@ -26,6 +26,10 @@
 //! max_instances = 256
 //! max_memory_mib = 1024
 //!
+//! [anonymous]                   # requests without credentials (loopback only)
+//! subject = "local-dev"
+//! roles = ["analyst"]
+//!
 //! [[api_key]]
 //! subject = "ci-bot"
 //! tenant = "acme"
@@ -117,6 +121,8 @@ pub struct GatewayConfig {
     pub engine: EngineSettings,
     /// API keys.
     pub api_keys: Vec<ApiKey>,
+    /// Who requests without credentials are (loopback only), if anyone.
+    pub anonymous: Option<Arc<Principal>>,
     /// Upstreams, in order.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -207,10 +213,22 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => EngineSettings::default(),
     };
 
+    let anonymous = root.table("anonymous", &mut problems).and_then(|mut t| {
+        let subject: Option<String> = t.require("subject", &mut problems);
+        let tenant: Option<String> = t.get("tenant", &mut problems);
+        let roles: Vec<String> = t.get("roles", &mut problems).unwrap_or_default();
+        let scopes: Vec<String> = t.get("scopes", &mut problems).unwrap_or_default();
+        if !server.listen.ip().is_loopback() {
+            problems.push("anonymous", "anonymous access is allowed only on a loopback listener");
+        }
+        t.finish(&mut problems);
+        subject.map(|subject| Arc::new(Principal { subject, tenant, roles, scopes, claims: json!({}) }))
+    });
+
     let mut digests = HashSet::new();
     let mut api_keys = Vec::new();
     let key_tables = root.tables("api_key", &mut problems);
-    if key_tables.is_empty() {
+    if key_tables.is_empty() && anonymous.is_none() {
         problems.push("api_key", "no credentials are configured, so every request would be refused");
     }
     for mut t in key_tables {
@@ -256,6 +274,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         naming,
         engine,
         api_keys,
+        anonymous,
         upstreams,
     })
 }

@@ -281,8 +281,12 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .ok_or_else(|| RpcError::invalid_params("uri is required"))?;
                 let upstream = self.resource_upstream(uri)?;
-                if !upstream.server_info().is_some_and(|i| i.capabilities["resources"]["subscribe"] == json!(true)) {
-                    // The gateway still tracks the subscription; the upstream just never notifies.
+                // The gateway tracks subscriptions itself; it forwards them only
+                // to legacy upstreams that take them (2026-07-28 has none).
+                let forward = upstream.server_info().is_some_and(|i| {
+                    i.version != crate::mcp::MODERN && i.capabilities["resources"]["subscribe"] == json!(true)
+                });
+                if !forward {
                     return Ok(json!({}));
                 }
                 upstream.request(method, params, CallHooks::default()).await.map_err(|e| e.to_rpc())
@@ -321,6 +325,11 @@ impl Gateway {
             result.insert("nextCursor".into(), json!(URL_SAFE_NO_PAD.encode(format!("o:{end}"))));
         }
         Ok(Value::Object(result))
+    }
+
+    /// A tool's input schema, by exposed name.
+    pub fn tool_input_schema(&self, exposed: &str) -> Option<Value> {
+        self.catalog.snapshot().tool(exposed).and_then(|e| e.definition.get("inputSchema").cloned())
     }
 
     /// The tools `principal` may see, by running the chain's on-list hook
@@ -411,7 +420,8 @@ impl Gateway {
             annotations: catalog::annotations(&entry.definition),
         };
         params["name"] = json!(entry.name);
-        self.through_chain(caller, target, arguments, params, "tools/call", "arguments").await
+        let schema = entry.definition.get("inputSchema").cloned().unwrap_or(Value::Null);
+        self.through_chain(caller, target, arguments, params, "tools/call", "arguments", &schema).await
     }
 
     async fn read_resource(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
@@ -425,7 +435,7 @@ impl Gateway {
             annotations: ToolAnnotations::default(),
         };
         let arguments = json!({ "uri": uri });
-        self.through_chain(caller, target, arguments, params, "resources/read", "").await
+        self.through_chain(caller, target, arguments, params, "resources/read", "", &Value::Null).await
     }
 
     async fn get_prompt(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
@@ -442,11 +452,14 @@ impl Gateway {
         };
         params["name"] = json!(entry.name);
         let arguments = params.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
-        self.through_chain(caller, target, arguments, params, "prompts/get", "arguments").await
+        self.through_chain(caller, target, arguments, params, "prompts/get", "arguments", &Value::Null).await
     }
 
     /// on-call → upstream → on-result, for a routed request. `arguments_key`
-    /// is where rewritten arguments go back into `params` (empty: nowhere).
+    /// is where rewritten arguments go back into `params` (empty: nowhere);
+    /// `input_schema` declares which arguments 2026-07-28 upstreams expect
+    /// mirrored in `Mcp-Param-*` headers.
+    #[allow(clippy::too_many_arguments)]
     async fn through_chain(
         &self,
         caller: &Caller,
@@ -455,6 +468,7 @@ impl Gateway {
         mut params: Value,
         method: &str,
         arguments_key: &str,
+        input_schema: &Value,
     ) -> Result<Value, RpcError> {
         let started = Instant::now();
         let live = self.chain.load_full();
@@ -502,7 +516,14 @@ impl Gateway {
 
         let upstream = self.upstream(&call.target.server)?;
         self.history.record(&history_key, &call);
-        let result = match self.dispatch(upstream, method, params, caller).await {
+        let mut caller = caller.clone();
+        let final_arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        for (suffix, path) in crate::mcp::param_header_specs(input_schema) {
+            if let Some(value) = crate::mcp::param_header_value(&final_arguments, &path) {
+                caller.hooks.param_headers.push((format!("{}{}", crate::mcp::header::PARAM_PREFIX, suffix), value));
+            }
+        }
+        let result = match self.dispatch(upstream, method, params, &caller).await {
             Ok(result) => result,
             Err(error) => {
                 audit("upstream-error", &error.message);

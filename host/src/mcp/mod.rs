@@ -109,6 +109,18 @@ pub fn set_meta(target: &mut Value, key: &str, value: Value) {
     meta.as_object_mut().expect("object").insert(key.to_owned(), value);
 }
 
+/// Remove the 2026-07-28 envelope (`io.modelcontextprotocol/*` keys) from a
+/// request's `_meta`, for an upstream that speaks a legacy revision; other
+/// `_meta` entries (`progressToken`, trace context) stay.
+pub fn strip_modern_meta(params: &mut Value) {
+    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+        meta.retain(|key, _| !key.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty() {
+            params.as_object_mut().expect("params with _meta is an object").remove("_meta");
+        }
+    }
+}
+
 /// What the `Mcp-Name` header must equal for a method, if anything:
 /// the tool or prompt name, or the resource URI.
 pub fn name_param(method: &str, params: &Value) -> Option<String> {
@@ -118,6 +130,39 @@ pub fn name_param(method: &str, params: &Value) -> Option<String> {
         _ => return None,
     };
     params.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The `Mcp-Param-*` headers a tool's input schema declares: each
+/// `x-mcp-header` on a property reachable through `properties` alone, as
+/// (header name suffix, path of argument keys).
+pub fn param_header_specs(input_schema: &Value) -> Vec<(String, Vec<String>)> {
+    fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+        let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+        for (name, property) in properties {
+            path.push(name.clone());
+            if let Some(header) = property.get("x-mcp-header").and_then(Value::as_str) {
+                out.push((header.to_owned(), path.clone()));
+            }
+            walk(property, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(input_schema, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The header value for an argument: strings (encoded if needed), integers
+/// and booleans; `None` for anything else, and for null or absent values.
+pub fn param_header_value(arguments: &Value, path: &[String]) -> Option<String> {
+    let value = path.iter().try_fold(arguments, |v, key| v.get(key))?;
+    match value {
+        Value::String(s) => Some(encode_header_value(s)),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Number(n) => n.as_f64().filter(|f| f.fract() == 0.0).map(|f| (f as i64).to_string()),
+        _ => None,
+    }
 }
 
 /// Decode an `Mcp-Name`/`Mcp-Param-*` header value: plain ASCII as is, or

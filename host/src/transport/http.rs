@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, full, legacy, modern, rpc_error};
+use super::{Body, full, legacy, modern, parked::Parked, rpc_error};
 use crate::{
     auth::{AuthError, Authenticator},
     config::gateway::{ServerSettings, SessionSettings},
@@ -41,6 +41,7 @@ pub struct HttpState {
     auth: Authenticator,
     settings: ServerSettings,
     sessions: legacy::Sessions,
+    parked: Arc<Parked>,
     server_info: Value,
 }
 
@@ -57,6 +58,7 @@ impl HttpState {
             auth,
             settings,
             sessions: legacy::Sessions::new(sessions),
+            parked: Arc::default(),
             server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),
         })
     }
@@ -115,6 +117,7 @@ async fn housekeeping(state: Arc<HttpState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = sweep.tick() => {
+                state.parked.sweep();
                 for id in state.sessions.sweep() {
                     state.gateway.forget_session(&id);
                     tracing::info!(session = %id, "session expired");
@@ -295,11 +298,14 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
         }
     };
     if modern {
-        modern::post(
-            modern::Context { gateway: &state.gateway, principal, headers: &headers, server_info: &state.server_info },
-            body,
-        )
-        .await
+        let cx = modern::Context {
+            gateway: &state.gateway,
+            parked: &state.parked,
+            principal,
+            headers: &headers,
+            server_info: &state.server_info,
+        };
+        modern::post(cx, body).await
     } else {
         legacy::post(
             legacy::Context {

@@ -52,6 +52,7 @@ pub(crate) struct Session {
     /// The client's requests in progress, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<String, AbortHandle>>,
     subscriptions: Mutex<HashSet<String>>,
+    log_level: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -169,6 +170,7 @@ impl Sessions {
             next_request: AtomicU64::new(1),
             in_flight: Mutex::default(),
             subscriptions: Mutex::default(),
+            log_level: Mutex::default(),
         });
         let mut map = self.map.lock().unwrap();
         if map.len() >= self.settings.max {
@@ -355,6 +357,9 @@ fn initialize(cx: &Context<'_>, id: Value, params: Value) -> Response<Body> {
 }
 
 async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: String, params: Value) -> Response<Body> {
+    if method == "logging/setLevel" {
+        *session.log_level.lock().unwrap() = params.get("level").and_then(Value::as_str).map(str::to_owned);
+    }
     let (events, receiver) = mpsc::unbounded_channel();
     let caller = Caller {
         principal: Arc::clone(&session.principal),
@@ -363,6 +368,8 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
             notifications: Some(events.clone()),
             requests: Some(Arc::new(Relay { session: Arc::clone(&session), events })),
             client_capabilities: session.client_capabilities.clone(),
+            log_level: session.log_level.lock().unwrap().clone(),
+            param_headers: Vec::new(),
         },
         modern: false,
     };
@@ -396,9 +403,9 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
     let prime = session.version == "2025-11-25";
     respond(
         exchange,
+        false,
         || StreamPolicy { stream: session.new_stream(), prime, cancel_on_disconnect: false },
         |result| result,
-        Vec::new(),
     )
     .await
 }
@@ -424,7 +431,11 @@ async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
     let caller = Caller {
         principal: Arc::clone(&session.principal),
         session: Some(session.id.clone()),
-        hooks: CallHooks { client_capabilities: session.client_capabilities.clone(), ..CallHooks::default() },
+        hooks: CallHooks {
+            client_capabilities: session.client_capabilities.clone(),
+            log_level: session.log_level.lock().unwrap().clone(),
+            ..CallHooks::default()
+        },
         modern: false,
     };
     let mut answers = Vec::new();

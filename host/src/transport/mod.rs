@@ -13,6 +13,7 @@
 pub mod http;
 mod legacy;
 mod modern;
+mod parked;
 pub mod stdio;
 mod stream;
 
@@ -63,7 +64,7 @@ pub(crate) struct Exchange {
     pub work: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>,
 }
 
-/// How an exchange's SSE stream behaves.
+/// How an exchange's SSE stream behaves, and how errors map to HTTP statuses.
 pub(crate) struct StreamPolicy {
     /// Where events go (and where a resuming client finds them).
     pub stream: Arc<Stream>,
@@ -75,14 +76,28 @@ pub(crate) struct StreamPolicy {
     pub cancel_on_disconnect: bool,
 }
 
+/// The HTTP status for an error answered as JSON: 2026-07-28 ties its own
+/// error codes to statuses (400, or 404 for an unknown method); the legacy
+/// revisions answer every JSON-RPC error with 200.
+pub(crate) fn error_status(modern: bool, error: &RpcError) -> StatusCode {
+    use crate::mcp::code;
+    match error.code {
+        code::HEADER_MISMATCH | code::MISSING_CLIENT_CAPABILITY | code::UNSUPPORTED_VERSION if modern => {
+            StatusCode::BAD_REQUEST
+        }
+        code::METHOD_NOT_FOUND if modern => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
 /// Answer an exchange: JSON if the answer comes before any side traffic,
 /// otherwise an SSE stream of the side traffic and then the answer. `finish`
 /// shapes the result (era-specific decoration) before it is sent.
 pub(crate) async fn respond(
     exchange: Exchange,
+    modern: bool,
     open_stream: impl FnOnce() -> StreamPolicy,
     finish: impl Fn(Result<Value, RpcError>) -> Result<Value, RpcError> + Send + 'static,
-    extra_headers: Vec<(&'static str, String)>,
 ) -> Response<Body> {
     let Exchange { id, mut events, mut work } = exchange;
     let first = tokio::select! {
@@ -95,11 +110,9 @@ pub(crate) async fn respond(
     };
     let (first_event, done) = match first {
         Ok(result) => {
-            let mut response = json_response(StatusCode::OK, &answer(&id, finish(result)));
-            for (name, value) in extra_headers {
-                response.headers_mut().insert(name, value.parse().expect("valid header value"));
-            }
-            return response;
+            let result = finish(result);
+            let status = result.as_ref().err().map_or(StatusCode::OK, |e| error_status(modern, e));
+            return json_response(status, &answer(&id, result));
         }
         Err(pending) => pending,
     };
@@ -135,17 +148,13 @@ pub(crate) async fn respond(
         let abort = task.abort_handle();
         body = body.on_drop(move || abort.abort());
     }
-    let mut response = Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .body(body.boxed())
-        .expect("valid response");
-    for (name, value) in extra_headers {
-        response.headers_mut().insert(name, value.parse().expect("valid header value"));
-    }
-    response
+        .expect("valid response")
 }
 
 /// The JSON-RPC response for a result.

@@ -15,7 +15,11 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Body, Exchange, Stream, StreamPolicy, empty, json_response, respond, rpc_error};
+use super::{
+    Body, Exchange, Stream, StreamPolicy, empty, json_response,
+    parked::{self, Parked},
+    respond, rpc_error,
+};
 use crate::{
     auth::Principal,
     gateway::{Caller, Change, Gateway},
@@ -38,6 +42,8 @@ const KNOWN: [&str; 10] = [
     "prompts/get",
     "completion/complete",
 ];
+/// Methods whose upstream may need input from the client mid-call.
+const ASKING: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
 /// List and read results carry caching hints; these are per credential
 /// (listings depend on the caller's roles) and may change at any time
 /// (policies hot-reload), so: private, and stale at once.
@@ -47,6 +53,7 @@ const CACHEABLE: [&str; 5] =
 /// What the modern handler needs from the HTTP layer.
 pub(crate) struct Context<'a> {
     pub gateway: &'a Arc<Gateway>,
+    pub parked: &'a Arc<Parked>,
     pub principal: Arc<Principal>,
     pub headers: &'a HeaderMap,
     pub server_info: &'a Value,
@@ -128,6 +135,10 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
     if let Err(error) = check_headers(cx.headers, &method, &params) {
         return bad(&id, error);
     }
+    let forwarded_params = match check_param_headers(&cx, &method, &params) {
+        Ok(forwarded) => forwarded,
+        Err(error) => return bad(&id, error),
+    };
 
     let capabilities = capabilities.clone();
     match method.as_str() {
@@ -135,23 +146,51 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
         "subscriptions/listen" => listen(&cx, id, &params),
         _ => {
             let (events, receiver) = mpsc::unbounded_channel();
-            let caller = Caller {
+            let mut caller = Caller {
                 principal: Arc::clone(&cx.principal),
                 session: None,
-                hooks: CallHooks { notifications: Some(events), requests: None, client_capabilities: capabilities },
+                hooks: CallHooks {
+                    notifications: Some(events),
+                    requests: None,
+                    client_capabilities: capabilities.clone(),
+                    log_level: None,
+                    param_headers: forwarded_params,
+                },
                 modern: true,
             };
             let gateway = Arc::clone(cx.gateway);
             let server_info = cx.server_info.clone();
             let cacheable = CACHEABLE.contains(&method.as_str());
-            let work = async move { gateway.handle(&caller, &method, params).await };
+            let work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send>> =
+                if ASKING.contains(&method.as_str()) {
+                    // Calls that may need the client's input: an upstream that asks
+                    // mid-call (legacy) is answered through input_required rounds.
+                    let subject = cx.principal.view_key();
+                    let parked = Arc::clone(cx.parked);
+                    let call = match params.get("requestState").filter(|s| Parked::is_ours(s)) {
+                        Some(state) => {
+                            let responses = params.get("inputResponses").and_then(Value::as_object);
+                            match parked.resume(state.as_str().unwrap_or_default(), &subject, responses) {
+                                Ok(call) => call,
+                                Err(error) => return bad(&id, error),
+                            }
+                        }
+                        None => parked::start(&subject, capabilities, move |relay| {
+                            caller.hooks.requests = Some(relay);
+                            async move { gateway.handle(&caller, &method, params).await }
+                        }),
+                    };
+                    Box::pin(async move { parked.drive(call).await })
+                } else {
+                    Box::pin(async move { gateway.handle(&caller, &method, params).await })
+                };
             let finish = move |result: Result<Value, RpcError>| result.map(|r| decorate(r, &server_info, cacheable));
             let exchange = Exchange { id, events: receiver, work: Box::pin(work) };
             respond(
                 exchange,
+                true,
                 || StreamPolicy { stream: Stream::new(1), prime: false, cancel_on_disconnect: true },
                 finish,
-                Vec::new(),
             )
             .await
         }
@@ -181,6 +220,57 @@ fn check_headers(headers: &HeaderMap, method: &str, params: &Value) -> Result<()
         }
     }
     Ok(())
+}
+
+/// For `tools/call`: each `Mcp-Param-*` header the tool's schema declares
+/// must be present when its argument is, and decode to the same value.
+/// Headers the schema does not declare are passed on untouched (an
+/// intermediary must forward what it does not know); declared ones are
+/// recomputed for the upstream from the arguments it will actually receive.
+fn check_param_headers(cx: &Context<'_>, method: &str, params: &Value) -> Result<Vec<(String, String)>, RpcError> {
+    let client_params: Vec<(String, &str)> = cx
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with(h::PARAM_PREFIX))
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("\u{fffd}")))
+        .collect();
+    if method != "tools/call" {
+        return Ok(client_params.into_iter().map(|(n, v)| (n, v.to_owned())).collect());
+    }
+    let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+    let specs = cx.gateway.tool_input_schema(name).map(|s| mcp::param_header_specs(&s)).unwrap_or_default();
+    let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+    for (suffix, path) in &specs {
+        let header = format!("{}{}", h::PARAM_PREFIX, suffix.to_ascii_lowercase());
+        let Some(expected) = mcp::param_header_value(&arguments, path) else { continue };
+        let expected = mcp::decode_header_value(&expected).unwrap_or(expected);
+        let sent = client_params.iter().find(|(n, _)| *n == header).map(|(_, v)| *v);
+        let Some(sent) = sent else {
+            return Err(RpcError::new(
+                code::HEADER_MISMATCH,
+                format!(
+                    "Mcp-Param-{suffix} header is missing but the request body's '{}' argument is present",
+                    path.join(".")
+                ),
+            ));
+        };
+        let decoded = mcp::decode_header_value(sent).ok_or_else(|| {
+            RpcError::new(code::HEADER_MISMATCH, format!("Mcp-Param-{suffix} header value is not valid"))
+        })?;
+        let same = decoded == expected
+            || matches!((decoded.parse::<f64>(), expected.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return Err(RpcError::new(
+                code::HEADER_MISMATCH,
+                format!(
+                    "Header mismatch: Mcp-Param-{suffix} header value '{decoded}' does not match body value '{expected}'"
+                ),
+            ));
+        }
+    }
+    let declared: Vec<String> =
+        specs.iter().map(|(s, _)| format!("{}{}", h::PARAM_PREFIX, s.to_ascii_lowercase())).collect();
+    Ok(client_params.into_iter().filter(|(n, _)| !declared.contains(n)).map(|(n, v)| (n, v.to_owned())).collect())
 }
 
 /// Every result says it is complete (unless it is `input_required`) and who

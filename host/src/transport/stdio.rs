@@ -46,6 +46,7 @@ struct Connection {
     next_request: AtomicU64,
     in_flight: Mutex<HashMap<String, AbortHandle>>,
     initialized: std::sync::atomic::AtomicBool,
+    log_level: Mutex<Option<String>>,
 }
 
 /// Relays upstream requests to the stdio client.
@@ -101,6 +102,7 @@ pub async fn serve(
         next_request: AtomicU64::new(1),
         in_flight: Mutex::default(),
         initialized: Default::default(),
+        log_level: Mutex::default(),
     });
 
     let mut changes = gateway.changes();
@@ -186,6 +188,9 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                 });
                 return;
             }
+            if method == "logging/setLevel" {
+                *connection.log_level.lock().unwrap() = params.get("level").and_then(Value::as_str).map(str::to_owned);
+            }
             let caller = Caller {
                 principal: Arc::clone(&connection.principal),
                 session: Some("stdio".into()),
@@ -193,6 +198,8 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                     notifications: Some(connection.out.clone()),
                     requests: Some(Arc::new(Relay(Arc::clone(connection)))),
                     client_capabilities: connection.client_capabilities.lock().unwrap().clone(),
+                    log_level: connection.log_level.lock().unwrap().clone(),
+                    param_headers: Vec::new(),
                 },
                 modern,
             };

@@ -34,7 +34,7 @@ use super::{
     CallHooks, EraChoice, ServerInfo, Transport, UpstreamError, UpstreamEvent, UpstreamSpec, gateway_client_info,
     initialize_params, parse_initialize,
 };
-use crate::mcp::{self, Message, RpcError, header as h, jsonrpc, meta, sse};
+use crate::mcp::{self, Message, RpcError, code, header as h, jsonrpc, meta, sse};
 
 /// Largest response body accepted from an upstream.
 const MAX_RESPONSE: usize = 64 << 20;
@@ -72,7 +72,137 @@ pub(crate) fn http_client() -> HttpClient {
 }
 
 impl HttpLink {
-    pub(crate) fn start(spec: &UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Self {
+    /// Create the link and start connecting in the background (retrying with
+    /// backoff), so the catalog fills before the first client asks.
+    pub(crate) fn start(spec: &UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Arc<Self> {
+        let link = Arc::new(Self::new(spec, events));
+        let connecting = Arc::clone(&link);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let attempt = tokio::select! {
+                    attempt = connecting.connection() => attempt,
+                    _ = connecting.stop.cancelled() => return,
+                };
+                match attempt {
+                    Ok(_) => break,
+                    Err(error) => tracing::warn!(upstream = %connecting.name, %error, "cannot connect; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = connecting.stop.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            connecting.watch().await;
+        });
+        link
+    }
+
+    /// Hold the upstream's change stream open (2026-07-28 `subscriptions/listen`,
+    /// or the legacy `GET` stream) and turn what arrives into events, until
+    /// the link stops. A server without one (405, -32601) is not asked again.
+    async fn watch(&self) {
+        let mut backoff = Duration::from_millis(500);
+        while !self.stop.is_cancelled() {
+            let Ok(conn) = self.connection().await else {
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
+            let opened = tokio::select! {
+                opened = self.open_watch(&conn) => opened,
+                _ = self.stop.cancelled() => return,
+            };
+            match opened {
+                Ok(None) => return,
+                Ok(Some(response)) => {
+                    backoff = Duration::from_millis(500);
+                    tokio::select! {
+                        _ = self.read_watch(response) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+                Err(error) => tracing::debug!(upstream = %self.name, %error, "change stream unavailable"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Open the change stream; `None` if the server has none to offer.
+    async fn open_watch(&self, conn: &Conn) -> Result<Option<hyper::Response<Incoming>>, UpstreamError> {
+        match conn {
+            Conn::Modern { info } => {
+                let caps = &info.capabilities;
+                let filter = json!({
+                    "toolsListChanged": caps["tools"]["listChanged"] == json!(true),
+                    "promptsListChanged": caps["prompts"]["listChanged"] == json!(true),
+                    "resourcesListChanged": caps["resources"]["listChanged"] == json!(true),
+                });
+                if filter.as_object().is_some_and(|f| f.values().all(|v| v == &json!(false))) {
+                    return Ok(None);
+                }
+                let mut params = json!({ "notifications": filter, "_meta": modern_meta(&json!({})) });
+                mcp::set_meta(&mut params, meta::PROTOCOL_VERSION, json!(mcp::MODERN));
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let body = jsonrpc::request(json!(id), "subscriptions/listen", params);
+                match self.post(body, &[(h::METHOD, "subscriptions/listen".to_owned())], Some(conn)).await {
+                    Ok(response) => Ok(Some(response)),
+                    Err(UpstreamError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Conn::Legacy { session, info } => {
+                let mut request = Request::builder()
+                    .method(Method::GET)
+                    .uri(self.url.clone())
+                    .header(header::ACCEPT, "text/event-stream")
+                    .header(h::PROTOCOL_VERSION, &info.version);
+                if let Some(session) = session {
+                    request = request.header(h::SESSION_ID, session);
+                }
+                let request = request.body(Full::new(Bytes::new())).map_err(|e| self.protocol(e.to_string()))?;
+                let response = self.client.request(request).await.map_err(|e| self.unavailable(source_chain(&e)))?;
+                match response.status() {
+                    s if s.is_success() => Ok(Some(response)),
+                    StatusCode::METHOD_NOT_ALLOWED => Ok(None),
+                    StatusCode::NOT_FOUND => {
+                        self.conn.lock().await.take();
+                        Err(self.unavailable(SESSION_GONE))
+                    }
+                    status => Err(self.unavailable(format!("HTTP {status}"))),
+                }
+            }
+        }
+    }
+
+    /// Read change notifications until the stream ends.
+    async fn read_watch(&self, response: hyper::Response<Incoming>) {
+        let mut body = response.into_body();
+        let mut parser = sse::Parser::default();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else { continue };
+            for event in parser.push(&data) {
+                let Ok(Message::Notification { method, params }) =
+                    serde_json::from_str(&event.data).map_err(|_| ()).and_then(|v| Message::parse(v).map_err(|_| ()))
+                else {
+                    continue;
+                };
+                if method.ends_with("/list_changed") || method == "notifications/resources/updated" {
+                    let _ = self.events.send(UpstreamEvent::Notification {
+                        upstream: self.name.to_string(),
+                        method,
+                        params,
+                    });
+                }
+            }
+        }
+    }
+
+    fn new(spec: &UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Self {
         let Transport::Http { url, era } = &spec.transport else {
             unreachable!("an HTTP link for a non-HTTP upstream")
         };
@@ -197,21 +327,33 @@ impl HttpLink {
     ) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut headers: Vec<(&str, String)> = Vec::new();
+        let mut param_headers: Vec<(String, String)> = Vec::new();
         match conn {
             Conn::Modern { .. } => {
-                let capabilities = hooks.map(|h| h.client_capabilities.clone()).unwrap_or_else(|| json!({}));
+                let capabilities =
+                    hooks.map(|h| h.client_capabilities.clone()).filter(Value::is_object).unwrap_or_else(|| json!({}));
                 let meta_object = modern_meta(&capabilities);
                 for (key, value) in meta_object.as_object().expect("object") {
                     mcp::set_meta(&mut params, key, value.clone());
+                }
+                let level = hooks.and_then(|h| h.log_level.clone());
+                if let Some(level) =
+                    level.filter(|_| mcp::request_meta(&params).is_none_or(|m| !m.contains_key(meta::LOG_LEVEL)))
+                {
+                    mcp::set_meta(&mut params, meta::LOG_LEVEL, json!(level));
                 }
                 headers.push((h::METHOD, method.to_owned()));
                 if let Some(name) = mcp::name_param(method, &params) {
                     headers.push((h::NAME, mcp::encode_header_value(&name)));
                 }
+                if let Some(hooks) = hooks {
+                    param_headers.extend(hooks.param_headers.iter().cloned());
+                }
             }
-            Conn::Legacy { .. } => {}
+            Conn::Legacy { .. } => mcp::strip_modern_meta(&mut params),
         }
         let body = jsonrpc::request(json!(id), method, params);
+        headers.extend(param_headers.iter().map(|(name, value)| (name.as_str(), value.clone())));
         let response = self.post(body, &headers, Some(conn)).await?;
         let default_hooks = CallHooks::default();
         self.read_reply(response, id, hooks.unwrap_or(&default_hooks), conn).await

@@ -83,6 +83,12 @@ pub struct CallHooks {
     pub requests: Option<Arc<dyn ClientRequests>>,
     /// The client's capabilities (passed to 2026-07-28 upstreams in `_meta`).
     pub client_capabilities: Value,
+    /// The log level the client asked for (passed to 2026-07-28 upstreams,
+    /// which send log messages only when a request names one).
+    pub log_level: Option<String>,
+    /// `Mcp-Param-*` headers for a 2026-07-28 upstream, computed from the
+    /// arguments as the upstream will receive them.
+    pub param_headers: Vec<(String, String)>,
 }
 
 impl CallHooks {
@@ -205,7 +211,7 @@ impl Upstream {
     pub fn start(spec: UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Arc<Self> {
         let link = match &spec.transport {
             Transport::Stdio { .. } => Link::Stdio(stdio::StdioLink::start(&spec, events)),
-            Transport::Http { .. } => Link::Http(Arc::new(http::HttpLink::start(&spec, events))),
+            Transport::Http { .. } => Link::Http(http::HttpLink::start(&spec, events)),
         };
         Arc::new(Self { permits: Semaphore::new(spec.max_concurrency), spec, link })
     }

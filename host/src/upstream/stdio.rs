@@ -24,6 +24,8 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
+use crate::mcp;
+
 use super::{
     CallHooks, ServerInfo, Transport, UpstreamError, UpstreamEvent, UpstreamSpec, initialize_params, parse_initialize,
     peer::Peer, rpc_error,
@@ -101,6 +103,8 @@ impl StdioLink {
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
         let peer = self.peer(timeout).await?;
+        let mut params = params;
+        mcp::strip_modern_meta(&mut params);
         peer.request(method, params, hooks).await.map_err(|e| rpc_error(&self.name, e))
     }
 

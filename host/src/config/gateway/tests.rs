@@ -118,6 +118,15 @@ fn a_config_without_credentials_is_refused() {
 }
 
 #[test]
+fn anonymous_access_needs_a_loopback_listener() {
+    let config = parse_str("[anonymous]\nsubject = \"dev\"\nroles = [\"analyst\"]\n").unwrap();
+    assert_eq!(config.anonymous.unwrap().roles, ["analyst"]);
+    let messages =
+        messages(parse_str("[server]\nlisten = \"0.0.0.0:8080\"\n[anonymous]\nsubject = \"dev\"\n").unwrap_err());
+    assert_eq!(messages, ["anonymous: anonymous access is allowed only on a loopback listener"]);
+}
+
+#[test]
 fn duplicate_keys_are_refused() {
     let messages = messages(
         parse_str(&format!(
