@@ -180,18 +180,17 @@ impl Gateway {
         }
     }
 
-    /// Wait until every upstream has connected and been listed, or `timeout`.
-    /// Returns the names of those that did not make it.
+    /// Wait until every upstream has been listed, or has failed its first
+    /// attempt (it keeps being retried), or `timeout`. Returns the names of
+    /// those not listed.
     pub async fn wait_ready(&self, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let missing: Vec<String> = self
-                .upstreams
-                .iter()
-                .filter(|u| u.server_info().is_none() || !self.catalog.has_offer(u.name()))
-                .map(|u| u.name().to_owned())
-                .collect();
-            if missing.is_empty() || Instant::now() >= deadline {
+            let listed = |u: &Upstream| u.server_info().is_some() && self.catalog.has_offer(u.name());
+            let missing: Vec<String> =
+                self.upstreams.iter().filter(|u| !listed(u)).map(|u| u.name().to_owned()).collect();
+            let waiting = self.upstreams.iter().any(|u| !listed(u) && !u.has_failed());
+            if !waiting || Instant::now() >= deadline {
                 return missing;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

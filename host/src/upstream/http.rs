@@ -59,6 +59,7 @@ pub(crate) struct HttpLink {
     next_id: AtomicU64,
     events: mpsc::UnboundedSender<UpstreamEvent>,
     stop: CancellationToken,
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// A new HTTP client with the gateway's settings: pooled keep-alive
@@ -86,7 +87,10 @@ impl HttpLink {
                 };
                 match attempt {
                     Ok(_) => break,
-                    Err(error) => tracing::warn!(upstream = %connecting.name, %error, "cannot connect; retrying"),
+                    Err(error) => {
+                        connecting.failed.store(true, Ordering::Relaxed);
+                        tracing::warn!(upstream = %connecting.name, %error, "cannot connect; retrying");
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -216,7 +220,12 @@ impl HttpLink {
             next_id: AtomicU64::new(1),
             events,
             stop: CancellationToken::new(),
+            failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn server_info(&self) -> Option<ServerInfo> {

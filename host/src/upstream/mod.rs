@@ -234,6 +234,14 @@ impl Upstream {
         }
     }
 
+    /// Whether connecting has failed at least once (so far).
+    pub fn has_failed(&self) -> bool {
+        match &self.link {
+            Link::Stdio(link) => link.has_failed(),
+            Link::Http(link) => link.has_failed(),
+        }
+    }
+
     /// Make a request, within the upstream's timeout and concurrency limit.
     pub async fn request(&self, method: &str, params: Value, hooks: CallHooks) -> Result<Value, UpstreamError> {
         let timeout = self.spec.timeout;

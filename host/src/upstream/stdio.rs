@@ -65,6 +65,10 @@ impl StdioLink {
         Self { name: spec.name.as_str().into(), state, stop, supervisor: Mutex::new(Some(supervisor)) }
     }
 
+    pub(crate) fn has_failed(&self) -> bool {
+        matches!(&*self.state.borrow(), State::Starting { attempt, .. } if *attempt > 0)
+    }
+
     pub(crate) fn server_info(&self) -> Option<ServerInfo> {
         match &*self.state.borrow() {
             State::Ready { info, .. } => Some(info.clone()),

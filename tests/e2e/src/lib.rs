@@ -1,0 +1,376 @@
+//! The harness for the end-to-end tests: start the built `warden` binary on
+//! `127.0.0.1:0` with a config, learn its port from its log, talk to it over
+//! real HTTP, and print its log if a test fails.
+//!
+//! The binaries are those `cargo build --workspace --bins` made (`cargo xtask
+//! test` builds them first). Tests that need peers from npm or PyPI find them
+//! under `WARDEN_PEERS` (default `target/peers`, installed by `cargo xtask peers`).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// A binary built by the workspace (in the same profile as this test).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// The installed test peers (Python venv, Node 22, npm packages).
+pub fn peers() -> PathBuf {
+    let dir = std::env::var_os("WARDEN_PEERS").map(PathBuf::from).unwrap_or_else(|| root().join("target/peers"));
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "test peers are missing in {}: run `cargo xtask peers`",
+        dir.display()
+    );
+    dir
+}
+
+/// A scratch folder, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new, empty folder.
+    pub fn new(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("warden-e2e-{}-{label}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Free a port on loopback (for an upstream that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Wait until something accepts connections on `port` (a helper's listener).
+pub async fn listening(port: u16) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing listens on {port} after 30 s");
+}
+
+/// A helper process (a fake upstream), killed when dropped — also when the
+/// test panics, so it never outlives the test holding its output open.
+pub struct Helper(Child);
+
+impl Helper {
+    /// Spawn `program args…` with its output discarded.
+    pub fn spawn(program: &str, args: &[&str]) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        Self(child)
+    }
+
+    /// Spawn a prepared command.
+    pub fn from_command(mut command: Command) -> Self {
+        Self(command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}")))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `Authorization` for a key; none for the empty key (anonymous access).
+fn authorization(key: &str) -> Vec<(&'static str, String)> {
+    if key.is_empty() { Vec::new() } else { vec![("authorization", format!("Bearer {key}"))] }
+}
+
+/// A running `warden serve`.
+pub struct Warden {
+    child: Child,
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub url: String,
+    /// The folder holding its config.
+    pub dir: Scratch,
+    log: Arc<Mutex<String>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// What came back from one HTTP exchange.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The JSON-RPC messages in the body: one JSON document, or SSE `data:` lines.
+    pub fn messages(&self) -> Vec<Value> {
+        if self.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")) {
+            self.body
+                .split("\n\n")
+                .filter_map(|event| {
+                    let data: Vec<&str> =
+                        event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                    (!data.is_empty() && !data.concat().is_empty())
+                        .then(|| serde_json::from_str(&data.join("\n")).unwrap())
+                })
+                .collect()
+        } else if self.body.is_empty() {
+            Vec::new()
+        } else {
+            vec![serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))]
+        }
+    }
+
+    /// The last message: the response.
+    pub fn json(&self) -> Value {
+        self.messages().pop().unwrap_or_else(|| panic!("no message in HTTP {}: {:?}", self.status, self.body))
+    }
+}
+
+impl Warden {
+    /// Start `warden serve` with `config`. In the config, `{demo}` is the demo
+    /// upstream's binary, `{dir}` the config's folder and `{root}` the repository.
+    pub fn start(config: &str) -> Self {
+        let dir = Scratch::new("warden");
+        let config = config
+            .replace("{demo}", &bin("warden-demo-upstream").display().to_string())
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{root}", &root().display().to_string());
+        let file = dir.path().join("warden.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(bin("warden"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .env("WARDEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warden");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (url_tx, url_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
+                if let Some(url) = line.split("url=").nth(1).filter(|_| line.contains("serving MCP")) {
+                    let _ = url_tx.send(url.trim().to_owned());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = match url_rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("warden did not start; its log:\n{}", log.lock().unwrap());
+            }
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Self { child, url, dir, log, client }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Send an HTTP request to the MCP endpoint and read the whole answer.
+    pub async fn send(&self, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = Request::builder().method(method).uri(&self.url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
+            .await
+            .expect("warden answered within 60 s")
+            .expect("HTTP exchange");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+            .await
+            .expect("the body ended within 60 s")
+            .expect("body")
+            .to_bytes();
+        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    /// POST a JSON-RPC message with the usual headers plus `extra`.
+    pub async fn post(&self, extra: &[(&str, &str)], message: &Value) -> Reply {
+        let mut headers = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+        headers.extend_from_slice(extra);
+        self.send(Method::POST, &headers, &message.to_string()).await
+    }
+
+    /// Open a legacy session as the holder of `key` (empty: anonymous); returns its id.
+    pub async fn initialize(&self, key: &str, version: &str) -> String {
+        let auth = authorization(key);
+        let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = self
+            .post(
+                &auth,
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let session = reply.header("mcp-session-id").expect("a session id").to_owned();
+        let notified = self
+            .post(
+                &[&auth[..], &[("mcp-session-id", &session), ("mcp-protocol-version", version)]].concat(),
+                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            )
+            .await;
+        assert_eq!(notified.status, 202);
+        session
+    }
+
+    /// A request in a legacy session; returns the JSON-RPC response.
+    pub async fn call(&self, key: &str, session: &str, id: u64, method: &str, params: Value) -> Value {
+        let auth = authorization(key);
+        let auth: Vec<(&str, &str)> = auth.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = self
+            .post(
+                &[&auth[..], &[("mcp-session-id", session), ("mcp-protocol-version", "2025-11-25")]].concat(),
+                &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.json()
+    }
+
+    /// A stateless (2026-07-28) request with the right headers and `_meta`.
+    pub async fn modern(&self, extra: &[(&str, &str)], id: u64, method: &str, mut params: Value) -> Reply {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+        let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", method)];
+        if let Some(name) = &name {
+            headers.push(("mcp-name", name));
+        }
+        headers.extend_from_slice(extra);
+        self.post(&headers, &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- warden's log ----\n{}", self.log());
+        }
+    }
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Tool names in a `tools/list` response.
+pub fn tool_names(response: &Value) -> Vec<String> {
+    response["result"]["tools"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The quick-start config, with the demo upstream's workspace, outbox and
+/// request record in the config's folder.
+pub fn quickstart_config() -> String {
+    let quickstart = std::fs::read_to_string(root().join("examples/quickstart/warden.toml")).unwrap();
+    let config = quickstart
+        .replace("chain = \"../../policies/quickstart.toml\"", "chain = \"{root}/policies/quickstart.toml\"")
+        .replace("command = \"warden-demo-upstream\"", "command = \"{demo}\"")
+        .replace(
+            "args = [\"--workspace\", \"../../target/quickstart/workspace\", \"--outbox\", \"../../target/quickstart/outbox.jsonl\"]",
+            "args = [\"--workspace\", \"{dir}/workspace\", \"--outbox\", \"{dir}/outbox.jsonl\", \"--record\", \"{dir}/record.jsonl\"]",
+        );
+    for placeholder in ["{root}/policies", "{demo}", "{dir}/record.jsonl"] {
+        assert!(
+            config.contains(placeholder),
+            "examples/quickstart/warden.toml changed shape; update quickstart_config()"
+        );
+    }
+    config
+}

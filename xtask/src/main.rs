@@ -1,0 +1,161 @@
+//! Project tasks, so that set-up is one command on a fresh machine:
+//!
+//! - `cargo xtask quickstart` — build Warden, the reference policies and the
+//!   demo upstream, then serve `examples/quickstart/warden.toml` on
+//!   <http://127.0.0.1:8080/mcp>.
+//! - `cargo xtask test` — the whole suite: formatting, lints, every crate's
+//!   tests, and the end-to-end tests against real peers (the Python MCP SDK,
+//!   the MCP Inspector CLI, npm and PyPI servers, the official conformance
+//!   suite), which it installs under `target/peers` first.
+//! - `cargo xtask peers` — only install the test peers.
+//! - `cargo xtask bench` — the benchmarks (see bench/README.md).
+//!
+//! Each step installs what it needs (the `wasm32-wasip2` target, the peers)
+//! and says what it runs.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+/// The conformance suite version the results in tests/conformance are for.
+const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.2.0-alpha.12";
+/// npm packages the end-to-end tests run, pinned.
+const NPM_PEERS: [&str; 2] =
+    ["@modelcontextprotocol/inspector@2.12.0", "@modelcontextprotocol/server-everything@2026.8.31"];
+/// PyPI packages the end-to-end tests run, pinned.
+const PYPI_PEERS: [&str; 2] = ["mcp==2.3.0", "mcp-server-time==2026.10.19"];
+
+fn main() -> ExitCode {
+    let task = env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "quickstart" => quickstart(),
+        "test" => test(),
+        "peers" => peers().map(|_| ()),
+        "bench" => bench(),
+        _ => {
+            eprintln!("usage: cargo xtask <quickstart|test|peers|bench>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {task}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// Run a command from the repository root, echoing it; fail on a non-zero exit.
+fn run(command: &mut Command) -> Result<(), String> {
+    command.current_dir(root());
+    eprintln!("+ {}", describe(command));
+    let status = command.status().map_err(|e| format!("cannot run {}: {e}", describe(command)))?;
+    if status.success() { Ok(()) } else { Err(format!("{} failed ({status})", describe(command))) }
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(command.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The policy plugins are WebAssembly components: the target must be there.
+/// `rustup target add` installs only the target, never a newer toolchain.
+fn wasm_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the wasm32-wasip2 target: {e}"))?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+}
+
+fn quickstart() -> Result<(), String> {
+    wasm_target()?;
+    run(cargo().args(["build", "--release", "-p", "warden", "-p", "demo-upstream"]))?;
+    let bin = target_dir().join("release");
+    std::fs::create_dir_all(target_dir().join("quickstart")).map_err(|e| e.to_string())?;
+    // The quick-start config names the demo upstream by command; put it on PATH.
+    let path =
+        env::join_paths(std::iter::once(bin.clone()).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+    eprintln!(
+        "\nServing the quick start on http://127.0.0.1:8080/mcp (Ctrl-C stops it).\n\
+         Demo API keys: demo-acme-analyst, demo-acme-engineer, demo-globex-analyst.\n"
+    );
+    run(Command::new(bin.join("warden"))
+        .args(["serve", "--config", "examples/quickstart/warden.toml"])
+        .env("PATH", path))
+}
+
+/// Install the test peers under target/peers (skipping what is there).
+fn peers() -> Result<PathBuf, String> {
+    let peers = target_dir().join("peers");
+    std::fs::create_dir_all(&peers).map_err(|e| e.to_string())?;
+    let venv = peers.join("venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let stamp = peers.join("pypi.done");
+    if std::fs::read_to_string(&stamp).unwrap_or_default() != PYPI_PEERS.join(" ") {
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet"]).args(PYPI_PEERS))?;
+        std::fs::write(&stamp, PYPI_PEERS.join(" ")).map_err(|e| e.to_string())?;
+    }
+    // The conformance CLI needs Node 22; the system's may be older.
+    let node = peers.join("node/node_modules/.bin/node");
+    if !node.exists() {
+        run(Command::new("npm").args(["install", "--silent", "--prefix"]).arg(peers.join("node")).arg("node@22"))?;
+    }
+    let node_bin = peers.join("node/node_modules/.bin");
+    let path =
+        env::join_paths(std::iter::once(node_bin).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+    for (dir, packages) in [("conformance", vec![CONFORMANCE]), ("npm", NPM_PEERS.to_vec())] {
+        let stamp = peers.join(format!("{dir}.done"));
+        if std::fs::read_to_string(&stamp).unwrap_or_default() != packages.join(" ") {
+            run(Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(peers.join(dir))
+                .args(&packages)
+                .env("PATH", &path))?;
+            std::fs::write(&stamp, packages.join(" ")).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(peers)
+}
+
+fn test() -> Result<(), String> {
+    wasm_target()?;
+    let peers = peers()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The end-to-end tests spawn the binaries; build them all first.
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(cargo().args(["test", "--workspace"]).env("WARDEN_PEERS", &peers))?;
+    // The benchmarks must keep building and running (their speed is not checked here).
+    run(cargo().args(["bench", "-p", "warden", "--bench", "chain", "--", "--sample-count", "3", "--sample-size", "1"]))
+}
+
+fn bench() -> Result<(), String> {
+    wasm_target()?;
+    run(cargo().args(["bench", "-p", "warden", "--bench", "chain"]))
+}
