@@ -76,7 +76,24 @@ fn main() {
 /// type implements (`CallPolicy`, `ResultPolicy`, `ListPolicy`). Hooks you do not
 /// list are absent from the component, and the gateway never calls them.
 ///
-/// ```ignore
+/// ```
+/// use warden_policy_sdk::{{Call, CallPolicy, CallVerdict, ListPolicy, ListRequest, ListVerdict, ListedTool, Policy}};
+///
+/// struct MyPolicy;
+/// impl Policy for MyPolicy {{
+///     type Config = ();
+/// }}
+/// impl CallPolicy for MyPolicy {{
+///     fn on_call(_: &(), _: &Call) -> CallVerdict {{
+///         CallVerdict::Allow
+///     }}
+/// }}
+/// impl ListPolicy for MyPolicy {{
+///     fn on_list(_: &(), _: &ListRequest, tools: &[ListedTool]) -> Vec<ListVerdict> {{
+///         vec![ListVerdict::Show; tools.len()]
+///     }}
+/// }}
+///
 /// warden_policy_sdk::export!(MyPolicy: call, list);
 /// ```
 #[macro_export]

@@ -5,7 +5,7 @@
 //! The [`export!`] macro turns it into a WebAssembly component that exports
 //! exactly those hooks, built with `cargo build --target wasm32-wasip2`:
 //!
-//! ```ignore
+//! ```
 //! use warden_policy_sdk::{CallPolicy, CallVerdict, Call, Policy};
 //!
 //! #[derive(serde::Deserialize, Default)]
