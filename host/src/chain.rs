@@ -155,6 +155,20 @@ pub struct CallDecision {
     pub steps: Vec<Step>,
 }
 
+impl CallDecision {
+    /// Whether a plugin rewrote the arguments.
+    pub fn rewrote(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.outcome, StepOutcome::Rewrote { .. }))
+    }
+}
+
+impl ResultDecision {
+    /// Whether a plugin rewrote the result.
+    pub fn rewrote(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.outcome, StepOutcome::Rewrote { .. }))
+    }
+}
+
 /// The chain's decision on a result.
 #[must_use]
 #[derive(Clone, Debug)]
@@ -184,6 +198,12 @@ impl Chain {
     /// The links, in order.
     pub fn links(&self) -> &[Link] {
         &self.links
+    }
+
+    /// Whether any plugin exports `hook`: without one, the gateway need not
+    /// serialise what that hook would see.
+    pub fn runs(&self, hook: Hook) -> bool {
+        self.with_hook(hook).next().is_some()
     }
 
     fn with_hook(&self, hook: Hook) -> impl Iterator<Item = &Link> {

@@ -156,7 +156,12 @@ fn test() -> Result<(), String> {
     run(cargo().args(["test", "-p", "warden", "--benches"]))
 }
 
+/// The chain microbenchmark (divan), then the gateway overhead load test;
+/// both write their tables to stdout (bench/README.md records them).
 fn bench() -> Result<(), String> {
     wasm_target()?;
-    run(cargo().args(["bench", "-p", "warden", "--bench", "chain"]))
+    run(cargo().args(["bench", "-p", "warden", "--bench", "chain"]))?;
+    run(cargo().args(["build", "--release", "-p", "warden", "-p", "warden-bench"]))?;
+    let extra: Vec<String> = env::args().skip(2).collect();
+    run(Command::new(target_dir().join("release/warden-bench")).arg("run").args(extra))
 }

@@ -27,7 +27,7 @@ use crate::{
     auth::Principal,
     catalog::{self, Catalog, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
-    engine::{Call, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
+    engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
     mcp::{RpcError, code},
     upstream::{CallHooks, Upstream, UpstreamEvent, UpstreamSpec},
 };
@@ -509,7 +509,7 @@ impl Gateway {
                     .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })));
             }
         }
-        if !arguments_key.is_empty() {
+        if decision.rewrote() && !arguments_key.is_empty() {
             params[arguments_key] = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
         }
 
@@ -535,12 +535,20 @@ impl Gateway {
             return Ok(result);
         }
 
+        if !live.chain.runs(Hook::OnResult) {
+            audit("allowed", "");
+            return Ok(result);
+        }
         let decision = live.chain.on_result(&call, result.to_string());
+        let rewrote = decision.rewrote();
         match decision.outcome {
+            // Unchanged: the parsed result stands; no need to parse it again.
+            ResultOutcome::Allow(_) if !rewrote => {
+                audit("allowed", "");
+                Ok(result)
+            }
             ResultOutcome::Allow(output) => {
-                let rewritten =
-                    decision.steps.iter().any(|s| matches!(s.outcome, crate::chain::StepOutcome::Rewrote { .. }));
-                audit(if rewritten { "allowed-rewritten" } else { "allowed" }, "");
+                audit("allowed-rewritten", "");
                 serde_json::from_str(&output)
                     .map_err(|e| RpcError::internal(format!("rewritten result is not JSON: {e}")))
             }
