@@ -163,8 +163,11 @@ impl Gateway {
             }
         };
         let Some(up) = self.by_name.get(upstream) else { return };
+        // An upstream's own announcement is relayed even when the refreshed
+        // listing looks the same to the gateway: the client asked to hear what
+        // the server says. A reconnect is news only if the listing changed.
         match self.catalog.refresh(up).await {
-            Ok(true) => {
+            Ok(changed) if changed || method.is_some() => {
                 for notification in [
                     "notifications/tools/list_changed",
                     "notifications/resources/list_changed",
@@ -175,7 +178,7 @@ impl Gateway {
                     }
                 }
             }
-            Ok(false) => {}
+            Ok(_) => {}
             Err(error) => tracing::warn!(upstream, %error, "cannot refresh the catalog"),
         }
     }
