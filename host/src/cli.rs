@@ -64,6 +64,50 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// A local token issuer, for trying JWT authentication without an
+    /// identity provider (testing only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Write an Ed25519 signing key (DIR/signing-key.pem) and its JWKS
+    /// (DIR/jwks.json, for [[oauth.issuer]] jwks_file).
+    Keygen {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The key id.
+        #[arg(long, default_value = "local")]
+        kid: String,
+    },
+    /// Print a token signed with a key from `keygen`.
+    Sign {
+        /// The signing key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The key id (as in the JWKS).
+        #[arg(long, default_value = "local")]
+        kid: String,
+        /// The issuer (the config's oauth.issuer.issuer).
+        #[arg(long)]
+        iss: String,
+        /// The audience (the config's oauth.resource).
+        #[arg(long)]
+        aud: String,
+        /// The subject.
+        #[arg(long, default_value = "local-user")]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// More claims, a JSON object, e.g. '{"roles":["analyst"],"tenant":"acme"}'.
+        #[arg(long, value_name = "JSON")]
+        claims: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +175,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::HashKey { key } => hash_key(key),
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
+        Command::Token { command } => token(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -182,9 +227,9 @@ fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<
 
 fn stdio(config: &Path) -> anyhow::Result<u8> {
     let config = server::load_config(config)?;
-    let auth = crate::auth::Authenticator::new(config.api_keys.clone(), config.anonymous.clone());
-    let principal = crate::transport::stdio::principal_from_env(&auth).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
+        let auth = server::authenticator(&config);
+        let principal = crate::transport::stdio::principal_from_env(&auth).await.map_err(anyhow::Error::msg)?;
         let gateway = server::gateway(&config)?;
         let missing = gateway.wait_ready(Duration::from_secs(30)).await;
         if !missing.is_empty() {
@@ -203,6 +248,28 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<u8> {
+    match command {
+        TokenCommand::Keygen { dir, kid } => {
+            let generated = crate::token::keygen(&dir, &kid)?;
+            println!("wrote {} and {}", generated.key.display(), generated.jwks.display());
+            println!(
+                "\n[[oauth.issuer]]\nissuer = \"local\"\njwks_file = \"{}\"\nalgorithms = [\"EdDSA\"]",
+                generated.jwks.display()
+            );
+        }
+        TokenCommand::Sign { key, kid, iss, aud, sub, ttl, claims } => {
+            let extra = match claims {
+                Some(text) => serde_json::from_str(&text).context("--claims is not JSON")?,
+                None => serde_json::Value::Null,
+            };
+            let claims = crate::token::Claims { issuer: &iss, audience: &aud, subject: &sub, ttl_s: ttl, extra };
+            println!("{}", crate::token::sign(&key, &kid, &claims)?);
+        }
+    }
+    Ok(0)
 }
 
 fn hash_key(key: Option<String>) -> anyhow::Result<u8> {

@@ -7,7 +7,9 @@
 //! 4. [`gateway`]: the request path — route, policy, upstream, policy, audit.
 //! 5. [`catalog`] and [`upstream`]: federation, and the connections behind it.
 //! 6. [`transport`]: how clients reach the gateway (HTTP, stdio).
-//! 7. [`config`], [`auth`], [`server`], [`cli`]: assembly.
+//! 7. [`auth`]: API keys, JWTs from trusted issuers, the resource-server side
+//!    of OAuth; [`token`]: a local issuer for trying it.
+//! 8. [`config`], [`server`], [`cli`]: assembly.
 
 pub mod auth;
 pub mod builtin;
@@ -20,5 +22,6 @@ pub mod gateway;
 pub mod mcp;
 pub mod policy_test;
 pub mod server;
+pub mod token;
 pub mod transport;
 pub mod upstream;

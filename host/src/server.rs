@@ -33,9 +33,17 @@ pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
         history: config.sessions.history,
         max_histories: config.sessions.max,
         page_size: 500,
+        required_scopes: config.required_scopes.clone(),
     };
     let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
     Ok(Gateway::start(settings, upstreams, chain))
+}
+
+/// The authenticators a config asks for (starts JWKS fetching: call within
+/// a Tokio runtime).
+pub fn authenticator(config: &GatewayConfig) -> Authenticator {
+    Authenticator::new(config.api_keys.clone(), config.anonymous.clone())
+        .with_oauth(config.oauth.as_ref().map(|o| o.build()))
 }
 
 /// A gateway serving HTTP.
@@ -71,12 +79,8 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
     if !missing.is_empty() {
         tracing::warn!(?missing, "serving without these upstreams for now; they keep being retried");
     }
-    let state = HttpState::new(
-        Arc::clone(&gateway),
-        Authenticator::new(config.api_keys.clone(), config.anonymous.clone()),
-        config.server.clone(),
-        config.sessions.clone(),
-    );
+    let state =
+        HttpState::new(Arc::clone(&gateway), authenticator(config), config.server.clone(), config.sessions.clone());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(http::serve(listener, state, shutdown.clone()));
     tracing::info!(url = %format!("http://{addr}{}", config.server.path), "serving MCP");

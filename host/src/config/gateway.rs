@@ -38,17 +38,36 @@
 //! sha256 = "…"                  # `warden hash-key <key>`
 //! loopback_only = false
 //!
+//! [oauth]                       # accept JWTs: see config::identity
+//! resource = "https://mcp.example.com/mcp"
+//! [[oauth.issuer]]
+//! issuer = "https://idp.example.com"
+//! jwks_url = "http://idp.internal/jwks"
+//!
+//! [[required_scopes]]           # see config::identity
+//! tools = ["files/write_*"]
+//! scopes = ["files:write"]
+//!
 //! [[upstream]]
 //! name = "files"
 //! command = "npx"               # or url = "http://127.0.0.1:3001/mcp"
 //! args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/share"]
 //! env = { NODE_ENV = "production" }
+//! env_from = { GITHUB_TOKEN = "FILES_GITHUB_TOKEN" }   # copied from the gateway's environment
 //! cwd = "."                   # default: this file's folder
 //! prefix = "files"              # namespace prefix (default: name)
 //! timeout_ms = 30000
 //! max_concurrency = 32
 //! era = "auto"                  # HTTP only: "auto", "legacy" or "modern"
+//!
+//! [upstream.auth]               # HTTP only: the upstream's own credentials, one of
+//! bearer_env = "DEMO_TOKEN"     #   Authorization: Bearer <$DEMO_TOKEN>  (or bearer_file)
+//! # header = "X-Api-Key"  value_env = "…" (or value_file)
+//! # token_url = "http://idp/token"  client_id = "warden"  client_secret_env = "…"
+//! #   (or client_secret_file)  scope = "…"  audience = "…"   (OAuth client credentials)
 //! ```
+//!
+//! The client's own credentials never reach an upstream.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -61,12 +80,20 @@ use std::{
 
 use serde_json::json;
 
-use super::{ConfigError, Problems, chain::one_line, read::Table};
+use super::{
+    ConfigError, Problems,
+    chain::one_line,
+    identity::{self, OAuthConfig, ScopeRule},
+    read::Table,
+};
 use crate::{
     auth::{ApiKey, Principal},
     catalog::{Naming, NamingMode},
     engine::EngineSettings,
-    upstream::{EraChoice, Transport, UpstreamSpec},
+    upstream::{
+        EraChoice, Transport, UpstreamSpec,
+        credentials::{Credentials, Secret},
+    },
 };
 
 /// HTTP listener settings.
@@ -123,6 +150,10 @@ pub struct GatewayConfig {
     pub api_keys: Vec<ApiKey>,
     /// Who requests without credentials are (loopback only), if anyone.
     pub anonymous: Option<Arc<Principal>>,
+    /// Trusted JWT issuers, if tokens are accepted.
+    pub oauth: Option<OAuthConfig>,
+    /// Scopes that tools require.
+    pub required_scopes: Vec<ScopeRule>,
     /// Upstreams, in order.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -225,10 +256,12 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         subject.map(|subject| Arc::new(Principal { subject, tenant, roles, scopes, claims: json!({}) }))
     });
 
+    let oauth = identity::oauth(&mut root, base, &mut problems);
+    let required_scopes = identity::required_scopes(&mut root, &mut problems);
     let mut digests = HashSet::new();
     let mut api_keys = Vec::new();
     let key_tables = root.tables("api_key", &mut problems);
-    if key_tables.is_empty() && anonymous.is_none() {
+    if key_tables.is_empty() && anonymous.is_none() && oauth.is_none() {
         problems.push("api_key", "no credentials are configured, so every request would be refused");
     }
     for mut t in key_tables {
@@ -275,6 +308,8 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         engine,
         api_keys,
         anonymous,
+        oauth,
+        required_scopes,
         upstreams,
     })
 }
@@ -339,7 +374,21 @@ fn upstream(
     let command: Option<String> = t.get("command", problems);
     let url: Option<String> = t.get("url", problems);
     let args: Vec<String> = t.get("args", problems).unwrap_or_default();
-    let env: BTreeMap<String, String> = t.get("env", problems).unwrap_or_default();
+    let mut env: BTreeMap<String, String> = t.get("env", problems).unwrap_or_default();
+    let env_from: BTreeMap<String, String> = t.get("env_from", problems).unwrap_or_default();
+    for (name, from) in &env_from {
+        match std::env::var(from) {
+            Ok(value) => {
+                env.insert(name.clone(), value);
+            }
+            Err(_) => {
+                problems.push(t.path_of("env_from"), format!("{name}: the environment variable {from} is not set"))
+            }
+        }
+    }
+    let auth = t.table("auth", problems);
+    let has_auth = auth.is_some();
+    let credentials = auth.and_then(|a| credentials(a, base, problems));
     let cwd: Option<String> = t.get("cwd", problems);
     let era: Option<String> = t.get("era", problems);
     let prefix: Option<String> = t.get("prefix", problems);
@@ -361,6 +410,9 @@ fn upstream(
             if era.is_some() {
                 problems.push(t.path_of("era"), "applies to HTTP upstreams only");
             }
+            if has_auth {
+                problems.push(t.path_of("auth"), "applies to HTTP upstreams only (give a process env or env_from)");
+            }
             let command = if command.contains('/') { base.join(&command).display().to_string() } else { command };
             // Processes start in the config's folder unless told otherwise, so
             // relative arguments mean the same wherever the gateway was started.
@@ -376,14 +428,19 @@ fn upstream(
                     None
                 }
             };
-            for (key, set) in [("args", !args.is_empty()), ("env", !env.is_empty()), ("cwd", cwd.is_some())] {
+            for (key, set) in [
+                ("args", !args.is_empty()),
+                ("env", !env.is_empty()),
+                ("env_from", !env_from.is_empty()),
+                ("cwd", cwd.is_some()),
+            ] {
                 if set {
                     problems.push(t.path_of(key), "applies to command upstreams only");
                 }
             }
             match url.parse::<hyper::Uri>() {
                 Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
-                    Some(Transport::Http { url, era })
+                    Some(Transport::Http { url, era, credentials })
                 }
                 Ok(_) => {
                     problems
@@ -412,6 +469,114 @@ fn upstream(
         spec: UpstreamSpec { name, transport, timeout: Duration::from_millis(timeout_ms), max_concurrency },
         prefix,
     })
+}
+
+/// A secret named by `<key>_env` (an environment variable) or `<key>_file`:
+/// `None` if neither is given, `Some(None)` if given but unusable (the
+/// problem is recorded).
+fn secret(t: &mut Table<'_>, key: &'static str, base: &Path, problems: &mut Problems) -> Option<Option<Secret>> {
+    let (env_key, file_key): (&'static str, &'static str) = match key {
+        "bearer" => ("bearer_env", "bearer_file"),
+        "value" => ("value_env", "value_file"),
+        _ => ("client_secret_env", "client_secret_file"),
+    };
+    let from_env: Option<String> = t.get(env_key, problems);
+    let from_file: Option<String> = t.get(file_key, problems);
+    let value = match (from_env, from_file) {
+        (Some(var), None) => match std::env::var(&var) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                problems.push(t.path_of(env_key), format!("the environment variable {var} is not set"));
+                None
+            }
+        },
+        (None, Some(file)) => match fs::read_to_string(base.join(&file)) {
+            Ok(text) => Some(text.trim_end_matches(['\r', '\n']).to_owned()),
+            Err(e) => {
+                problems.push(t.path_of(file_key), format!("cannot read {file}: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            problems.push(t.path_of(env_key), format!("give {env_key} or {file_key}, not both"));
+            None
+        }
+        (None, None) => return None,
+    };
+    Some(match value {
+        Some(v) if v.is_empty() => {
+            problems.push(t.path_of(env_key), "the secret is empty");
+            None
+        }
+        other => other.map(Secret::new),
+    })
+}
+
+/// `[upstream.auth]`: exactly one way to authenticate.
+fn credentials(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> Option<Credentials> {
+    let bearer = secret(&mut t, "bearer", base, problems);
+    let header: Option<String> = t.get("header", problems);
+    let value = secret(&mut t, "value", base, problems);
+    let token_url: Option<String> = t.get("token_url", problems);
+    let client_id: Option<String> = t.get("client_id", problems);
+    let client_secret = secret(&mut t, "client_secret", base, problems);
+    let scope: Option<String> = t.get("scope", problems);
+    let audience: Option<String> = t.get("audience", problems);
+    let credentials = match (bearer, header, token_url) {
+        (Some(bearer), None, None) => bearer.map(|bearer| Credentials::Header {
+            name: "authorization".into(),
+            value: Secret::new(format!("Bearer {}", bearer.expose())),
+        }),
+        (None, Some(header), None) => {
+            if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.push(t.path_of("header"), format!("{header:?} is not a header name"));
+            }
+            match value {
+                Some(value) => value.map(|value| Credentials::Header { name: header.to_ascii_lowercase(), value }),
+                None => {
+                    problems.push(t.path_of("value_env"), "a header needs value_env or value_file");
+                    None
+                }
+            }
+        }
+        (None, None, Some(token_url)) => {
+            if !token_url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some()) {
+                problems.push(
+                    t.path_of("token_url"),
+                    format!("{token_url:?} must be an http:// URL (https is not supported yet)"),
+                );
+            }
+            if client_secret.is_none() {
+                problems.push(
+                    t.path_of("client_secret_env"),
+                    "client credentials need client_secret_env or client_secret_file",
+                );
+            }
+            match (client_id, client_secret.flatten()) {
+                (Some(client_id), Some(client_secret)) => {
+                    Some(Credentials::ClientCredentials { token_url, client_id, client_secret, scope, audience })
+                }
+                (None, _) => {
+                    problems.push(t.path_of("client_id"), "is required with token_url");
+                    None
+                }
+                _ => None,
+            }
+        }
+        (None, None, None) => {
+            problems.push(
+                t.path_of("bearer_env"),
+                "give bearer_env/bearer_file, header with value_env/value_file, or token_url with client credentials",
+            );
+            None
+        }
+        _ => {
+            problems.push(t.path_of("bearer_env"), "give one of bearer_*, header or token_url");
+            None
+        }
+    };
+    t.finish(problems);
+    credentials
 }
 
 fn decode_hex(hex: &str) -> Option<[u8; 32]> {

@@ -3,9 +3,11 @@
 //!
 //! - [`gateway`]: the gateway (`warden.toml`).
 //! - [`chain`]: a policy chain (`policies/*.toml`).
+//! - [`identity`]: trusted token issuers and required scopes (part of `warden.toml`).
 
 pub mod chain;
 pub mod gateway;
+pub mod identity;
 mod read;
 
 use std::{fmt, path::PathBuf};

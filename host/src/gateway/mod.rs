@@ -27,6 +27,7 @@ use crate::{
     auth::Principal,
     catalog::{self, Catalog, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
+    config::identity::ScopeRule,
     engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
     mcp::{RpcError, code},
     upstream::{CallHooks, Upstream, UpstreamEvent, UpstreamSpec},
@@ -64,6 +65,8 @@ pub struct Settings {
     pub max_histories: usize,
     /// Items per page of a list.
     pub page_size: usize,
+    /// Scopes that tools require.
+    pub required_scopes: Vec<ScopeRule>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -415,6 +418,10 @@ impl Gateway {
             .tool(exposed)
             .filter(|entry| view.tools.iter().any(|(i, _)| std::ptr::eq(&snapshot.tools[*i], *entry)))
             .ok_or_else(|| RpcError::invalid_params(format!("unknown tool: {exposed}")))?;
+        let missing = self.missing_scopes(&caller.principal, &entry.upstream, &entry.name);
+        if !missing.is_empty() {
+            return Err(insufficient_scope(missing));
+        }
         let target = Target {
             kind: TargetKind::Tool,
             server: entry.upstream.clone(),
@@ -424,6 +431,29 @@ impl Gateway {
         params["name"] = json!(entry.name);
         let schema = entry.definition.get("inputSchema").cloned().unwrap_or(Value::Null);
         self.through_chain(caller, target, arguments, params, "tools/call", "arguments", &schema).await
+    }
+
+    /// Scopes a `tools/call` of `exposed` needs that `principal` lacks
+    /// (empty for unknown tools: routing reports those).
+    pub fn missing_scopes_for_call(&self, principal: &Principal, params: &Value) -> Vec<String> {
+        let Some(exposed) = params.get("name").and_then(Value::as_str) else { return vec![] };
+        let snapshot = self.catalog.snapshot();
+        match snapshot.tool(exposed) {
+            Some(entry) => self.missing_scopes(principal, &entry.upstream, &entry.name),
+            None => vec![],
+        }
+    }
+
+    fn missing_scopes(&self, principal: &Principal, upstream: &str, tool: &str) -> Vec<String> {
+        let mut missing = Vec::new();
+        for rule in self.settings.required_scopes.iter().filter(|r| r.covers(upstream, tool)) {
+            for scope in &rule.scopes {
+                if !principal.scopes.contains(scope) && !missing.contains(scope) {
+                    missing.push(scope.clone());
+                }
+            }
+        }
+        missing
     }
 
     async fn read_resource(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
@@ -642,6 +672,12 @@ impl Gateway {
 }
 
 /// The client's error for a policy denial.
+/// The error for a call that needs more scopes.
+pub fn insufficient_scope(scopes: Vec<String>) -> RpcError {
+    RpcError::new(code::INSUFFICIENT_SCOPE, format!("insufficient scope: this call needs {}", scopes.join(" ")))
+        .with_data(json!({ "scopes": scopes }))
+}
+
 fn denied(rejection: &Rejection) -> RpcError {
     RpcError::new(code::POLICY_DENIED, format!("denied by policy {}: {}", rejection.plugin, rejection.reason))
         .with_data(json!({ "plugin": rejection.plugin, "code": rejection.code, "reason": rejection.reason }))

@@ -31,6 +31,9 @@ pub mod code {
     pub const UPSTREAM_ERROR: i64 = -32012;
     /// Warden: the session is not initialized yet.
     pub const NOT_INITIALIZED: i64 = -32013;
+    /// The call needs OAuth scopes the caller's token lacks (HTTP: 403 with an
+    /// `insufficient_scope` challenge); `data.scopes` names them.
+    pub const INSUFFICIENT_SCOPE: i64 = -32014;
 }
 
 /// A JSON-RPC error object.

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, full, legacy, modern, parked::Parked, rpc_error};
+use super::{Body, full, json_response, legacy, modern, parked::Parked, rpc_error};
 use crate::{
     auth::{AuthError, Authenticator},
     config::gateway::{ServerSettings, SessionSettings},
@@ -200,16 +200,29 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
     if path == "/healthz" && request.method() == Method::GET {
         return Response::builder().status(StatusCode::OK).body(full("ok\n")).expect("valid response");
     }
+    if let Some(response) = protected_resource_metadata(state, &request) {
+        return response;
+    }
     if path != state.settings.path {
         return plain(StatusCode::NOT_FOUND, &format!("no MCP endpoint at {path}; it is at {}", state.settings.path));
     }
     if let Err(response) = check_origin_and_host(&state.settings, &request) {
         return response;
     }
+    // A token in the URL ends up in logs and proxies: refuse it outright.
+    let in_url = request.uri().query().is_some_and(|q| {
+        q.split('&').any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token")))
+    });
+    if in_url {
+        return unauthorized(&state.auth, &AuthError::InUrl);
+    }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authenticate(authorization, peer.ip()) {
+    let principal = match state.auth.authenticate(authorization, peer.ip()).await {
         Ok(principal) => principal,
-        Err(error) => return unauthorized(&error),
+        Err(error) => {
+            tracing::info!(%peer, %error, "request refused");
+            return unauthorized(&state.auth, &error);
+        }
     };
 
     let version = request.headers().get(h::PROTOCOL_VERSION).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -280,6 +293,22 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
             );
         }
     };
+    // A call that needs scopes the token lacks: 403 with a challenge naming
+    // them, so the client can ask its authorization server for more.
+    let messages = match &body {
+        Value::Array(batch) => batch.iter().collect(),
+        one => vec![one],
+    };
+    for message in messages {
+        if message.get("method").and_then(Value::as_str) == Some("tools/call") {
+            let params = message.get("params").cloned().unwrap_or(Value::Null);
+            let missing = state.gateway.missing_scopes_for_call(&principal, &params);
+            if !missing.is_empty() {
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                return insufficient_scope(&state.auth, id, &crate::gateway::insufficient_scope(missing));
+            }
+        }
+    }
     let modern = match era {
         Some(Some(mcp::Era::Modern)) => true,
         Some(Some(mcp::Era::Legacy(_))) | None => false,
@@ -330,16 +359,45 @@ fn unsupported_version(version: &str) -> Response<Body> {
     )
 }
 
-fn unauthorized(error: &AuthError) -> Response<Body> {
-    let mut response =
-        rpc_error(StatusCode::UNAUTHORIZED, Value::Null, &RpcError::new(code::INVALID_REQUEST, error.to_string()));
-    let challenge = match error {
-        AuthError::Missing => "Bearer",
-        AuthError::Malformed => "Bearer error=\"invalid_request\"",
-        AuthError::Invalid => "Bearer error=\"invalid_token\"",
+/// 401 (400 for a malformed request, per RFC 6750) with the challenge.
+fn unauthorized(auth: &Authenticator, error: &AuthError) -> Response<Body> {
+    let status = match error {
+        AuthError::InUrl => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNAUTHORIZED,
     };
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    let mut response = rpc_error(status, Value::Null, &RpcError::new(code::INVALID_REQUEST, error.to_string()));
+    if let Ok(challenge) = HeaderValue::from_str(&auth.challenge(error)) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
     response
+}
+
+/// 403 for a call that needs scopes the token lacks.
+pub(crate) fn insufficient_scope(auth: &Authenticator, id: Value, error: &RpcError) -> Response<Body> {
+    let scopes: Vec<String> = error
+        .data
+        .as_ref()
+        .and_then(|d| d.get("scopes"))
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let mut response = rpc_error(StatusCode::FORBIDDEN, id, error);
+    if let Ok(challenge) = HeaderValue::from_str(&auth.scope_challenge(&scopes)) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// RFC 9728 metadata, at `/.well-known/oauth-protected-resource` and at that
+/// path followed by the MCP endpoint's path. Public: clients read it before
+/// they have a token. Absent (404) unless JWTs are accepted.
+fn protected_resource_metadata(state: &HttpState, request: &Request<Incoming>) -> Option<Response<Body>> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let rest = request.uri().path().strip_prefix(WELL_KNOWN)?;
+    if !(rest.is_empty() || rest == state.settings.path) || request.method() != Method::GET {
+        return None;
+    }
+    let oauth = state.auth.oauth()?;
+    Some(json_response(StatusCode::OK, &oauth.metadata()))
 }
 
 #[cfg(test)]

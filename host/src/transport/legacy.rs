@@ -186,9 +186,11 @@ impl Sessions {
 
     /// The session `id`, if it exists and belongs to `principal`. Another
     /// principal's session is reported as unknown: sessions are not credentials.
+    /// A refreshed token of the same identity (issuer, subject, tenant) keeps
+    /// the session; its roles and scopes are the new token's.
     fn get(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
         let session = self.map.lock().unwrap().get(id).cloned()?;
-        if *session.principal != *principal {
+        if !session.principal.same_identity(principal) {
             tracing::warn!(session = %id, subject = %principal.subject, "session presented by another principal");
             return None;
         }
@@ -362,7 +364,7 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
     }
     let (events, receiver) = mpsc::unbounded_channel();
     let caller = Caller {
-        principal: Arc::clone(&session.principal),
+        principal: Arc::clone(&cx.principal),
         session: Some(session.id.clone()),
         hooks: CallHooks {
             notifications: Some(events.clone()),
@@ -429,7 +431,7 @@ async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
         return invalid(&format!("JSON-RPC batches are not part of protocol {}", session.version));
     }
     let caller = Caller {
-        principal: Arc::clone(&session.principal),
+        principal: Arc::clone(&cx.principal),
         session: Some(session.id.clone()),
         hooks: CallHooks {
             client_capabilities: session.client_capabilities.clone(),

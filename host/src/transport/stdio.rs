@@ -69,10 +69,11 @@ impl ClientRequests for Relay {
     }
 }
 
-/// Authenticate the stdio client from `WARDEN_API_KEY`.
-pub fn principal_from_env(auth: &Authenticator) -> Result<Arc<Principal>, String> {
+/// Authenticate the stdio client from `WARDEN_API_KEY` (an API key or a JWT).
+pub async fn principal_from_env(auth: &Authenticator) -> Result<Arc<Principal>, String> {
     let key = std::env::var("WARDEN_API_KEY").map_err(|_| "set WARDEN_API_KEY to the client's API key".to_owned())?;
     auth.authenticate(Some(&format!("Bearer {key}")), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await
         .map_err(|e| format!("WARDEN_API_KEY: {e}"))
 }
 

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::credentials::CredentialSource;
 use super::{
     CallHooks, EraChoice, ServerInfo, Transport, UpstreamError, UpstreamEvent, UpstreamSpec, gateway_client_info,
     initialize_params, parse_initialize,
@@ -60,6 +61,7 @@ pub(crate) struct HttpLink {
     events: mpsc::UnboundedSender<UpstreamEvent>,
     stop: CancellationToken,
     failed: std::sync::atomic::AtomicBool,
+    credentials: Option<CredentialSource>,
 }
 
 /// A new HTTP client with the gateway's settings: pooled keep-alive
@@ -168,6 +170,9 @@ impl HttpLink {
                 if let Some(session) = session {
                     request = request.header(h::SESSION_ID, session);
                 }
+                if let Some((name, value)) = self.credential().await? {
+                    request = request.header(name, value);
+                }
                 let request = request.body(Full::new(Bytes::new())).map_err(|e| self.protocol(e.to_string()))?;
                 let response = self.client.request(request).await.map_err(|e| self.unavailable(source_chain(&e)))?;
                 match response.status() {
@@ -207,7 +212,7 @@ impl HttpLink {
     }
 
     fn new(spec: &UpstreamSpec, events: mpsc::UnboundedSender<UpstreamEvent>) -> Self {
-        let Transport::Http { url, era } = &spec.transport else {
+        let Transport::Http { url, era, credentials } = &spec.transport else {
             unreachable!("an HTTP link for a non-HTTP upstream")
         };
         Self {
@@ -221,6 +226,7 @@ impl HttpLink {
             events,
             stop: CancellationToken::new(),
             failed: std::sync::atomic::AtomicBool::new(false),
+            credentials: credentials.clone().map(CredentialSource::new),
         }
     }
 
@@ -368,10 +374,36 @@ impl HttpLink {
         self.read_reply(response, id, hooks.unwrap_or(&default_hooks), conn).await
     }
 
-    /// POST one message with the connection's headers.
+    /// The upstream's own credential header, if it has one configured.
+    async fn credential(&self) -> Result<Option<(header::HeaderName, header::HeaderValue)>, UpstreamError> {
+        match &self.credentials {
+            Some(source) => source.header().await.map(Some).map_err(|reason| self.unavailable(reason)),
+            None => Ok(None),
+        }
+    }
+
+    /// POST one message with the connection's headers and the upstream's
+    /// credentials; a fetched token the upstream refuses (401) is renewed once.
     async fn post(
         &self,
         body: Value,
+        extra: &[(&str, String)],
+        conn: Option<&Conn>,
+    ) -> Result<hyper::Response<Incoming>, UpstreamError> {
+        let mut response = self.post_once(&body, extra, conn).await?;
+        if let Some(source) = &self.credentials
+            && response.status() == StatusCode::UNAUTHORIZED
+            && source.renewable()
+        {
+            source.invalidate().await;
+            response = self.post_once(&body, extra, conn).await?;
+        }
+        self.check_status(response, conn).await
+    }
+
+    async fn post_once(
+        &self,
+        body: &Value,
         extra: &[(&str, String)],
         conn: Option<&Conn>,
     ) -> Result<hyper::Response<Incoming>, UpstreamError> {
@@ -395,6 +427,9 @@ impl HttpLink {
         for (name, value) in extra {
             request = request.header(*name, value);
         }
+        if let Some((name, value)) = self.credential().await? {
+            request = request.header(name, value);
+        }
         let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| self.protocol(format!("cannot build the request: {e}")))?;
@@ -402,6 +437,15 @@ impl HttpLink {
             let reason = if e.is_connect() { format!("connect: {}", source_chain(&e)) } else { source_chain(&e) };
             self.unavailable(reason)
         })?;
+        Ok(response)
+    }
+
+    /// Pass a successful answer on; turn the others into errors.
+    async fn check_status(
+        &self,
+        response: hyper::Response<Incoming>,
+        conn: Option<&Conn>,
+    ) -> Result<hyper::Response<Incoming>, UpstreamError> {
         match response.status() {
             s if s.is_success() => Ok(response),
             StatusCode::NOT_FOUND if matches!(conn, Some(Conn::Legacy { session: Some(_), .. })) => {

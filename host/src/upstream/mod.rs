@@ -11,6 +11,7 @@
 //! for that call go, and who answers its requests (sampling, elicitation,
 //! roots) — the client that made the call.
 
+pub mod credentials;
 pub mod http;
 mod peer;
 pub mod stdio;
@@ -32,7 +33,8 @@ pub enum Transport {
         /// Its arguments.
         args: Vec<String>,
         /// Extra environment variables (the gateway's own environment is not
-        /// passed on, apart from `PATH`, `HOME`, `LANG` and `TMPDIR`).
+        /// passed on, apart from `PATH`, `HOME`, `LANG` and `TMPDIR`; never the
+        /// client's credentials).
         env: BTreeMap<String, String>,
         /// Working directory.
         cwd: Option<PathBuf>,
@@ -43,6 +45,8 @@ pub enum Transport {
         url: String,
         /// Which era to speak: detected when `None`.
         era: Option<EraChoice>,
+        /// What to authenticate with (never the client's credentials).
+        credentials: Option<credentials::Credentials>,
     },
 }
 

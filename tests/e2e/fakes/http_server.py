@@ -3,7 +3,9 @@ whose tools misbehave on request, for the gateway's fault tests.
 
 Usage: http_server.py PORT. Tools: `ok` answers; `garbage` answers with a body
 that is not JSON; `hang` never answers; `progress` streams two progress
-notifications over SSE, pausing between them, then answers.
+notifications over SSE, pausing between them, then answers; `headers` returns
+the headers of every request received so far (for the no-token-passthrough
+test).
 """
 
 import http.server
@@ -13,8 +15,11 @@ import time
 
 TOOLS = [
     {"name": name, "description": f"{name} (fault-test tool)", "inputSchema": {"type": "object"}}
-    for name in ["ok", "garbage", "hang", "progress"]
+    for name in ["ok", "garbage", "hang", "progress", "headers"]
 ]
+
+
+SEEN_HEADERS = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -40,6 +45,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(200, "")
 
     def do_POST(self):
+        SEEN_HEADERS.append(dict(self.headers.items()))
         message = json.loads(self.rfile.read(int(self.headers["content-length"])))
         method, id_ = message.get("method"), message.get("id")
         if id_ is None:
@@ -53,6 +59,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, json.dumps({"jsonrpc": "2.0", "id": id_, "result": {"tools": TOOLS}}))
         if method == "tools/call":
             name = message["params"]["name"]
+            if name == "headers":
+                result = {"content": [{"type": "text", "text": json.dumps(SEEN_HEADERS)}], "isError": False}
+                return self.reply(200, json.dumps({"jsonrpc": "2.0", "id": id_, "result": result}))
             if name == "garbage":
                 return self.reply(200, "<html>this is not JSON-RPC</html>")
             if name == "hang":

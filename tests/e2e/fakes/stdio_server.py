@@ -3,7 +3,8 @@ misbehave on request, for the gateway's fault tests.
 
 Tools: `echo` answers; `crash` kills the process mid-call; `hang` never
 answers; `log` sends a log message before answering; `ask` asks the client to
-sample (a server-to-client request) and returns the answer.
+sample (a server-to-client request) and returns the answer; `env` returns the
+process's environment (for the no-token-passthrough test).
 """
 
 import json
@@ -13,7 +14,7 @@ import time
 
 TOOLS = [
     {"name": name, "description": f"{name} (fault-test tool)", "inputSchema": {"type": "object"}}
-    for name in ["echo", "crash", "hang", "log", "ask"]
+    for name in ["echo", "crash", "hang", "log", "ask", "env"]
 ]
 
 
@@ -53,6 +54,8 @@ def main():
                     "messages": [{"role": "user", "content": {"type": "text", "text": "2+2?"}}], "maxTokens": 10}})
                 continue
             arguments = message["params"].get("arguments", {})
+            if name == "env":
+                arguments = dict(os.environ)
             send({"jsonrpc": "2.0", "id": id_, "result": {
                 "content": [{"type": "text", "text": json.dumps(arguments)}], "isError": False}})
         elif id_ is not None and method is not None:

@@ -6,6 +6,8 @@
 //! test` builds them first). Tests that need peers from npm or PyPI find them
 //! under `WARDEN_PEERS` (default `target/peers`, installed by `cargo xtask peers`).
 
+pub mod idp;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -186,6 +188,11 @@ impl Warden {
     /// Start `warden serve` with `config`. In the config, `{demo}` is the demo
     /// upstream's binary, `{dir}` the config's folder and `{root}` the repository.
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Warden::start`], with these variables in the gateway's environment.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = Scratch::new("warden");
         let config = config
             .replace("{demo}", &bin("warden-demo-upstream").display().to_string())
@@ -197,6 +204,7 @@ impl Warden {
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&file)
             .env("WARDEN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -237,7 +245,18 @@ impl Warden {
 
     /// Send an HTTP request to the MCP endpoint and read the whole answer.
     pub async fn send(&self, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut request = Request::builder().method(method).uri(&self.url);
+        self.send_to(&self.url, method, headers, body).await
+    }
+
+    /// GET another path of the gateway (`/.well-known/…`, `/mcp?query`).
+    pub async fn get(&self, path_and_query: &str) -> Reply {
+        let base = self.url.trim_end_matches("/mcp");
+        self.send_to(&format!("{base}{path_and_query}"), Method::GET, &[], "").await
+    }
+
+    /// Send an HTTP request to `url` on the gateway and read the whole answer.
+    pub async fn send_to(&self, url: &str, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

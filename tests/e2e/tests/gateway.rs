@@ -373,7 +373,10 @@ url = "http://127.0.0.1:{dead}/mcp"
     // `hang`, so in bare naming mode those two (only) get prefixes.
     let tools = warden.call("", &session, 1, "tools/list", json!({})).await;
     let names = tool_names(&tools);
-    assert_eq!(names, ["echo", "crash", "flaky__hang", "log", "ask", "ok", "garbage", "web__hang", "progress"]);
+    assert_eq!(
+        names,
+        ["echo", "crash", "flaky__hang", "log", "ask", "env", "ok", "garbage", "web__hang", "progress", "headers"]
+    );
     assert!(warden.log().contains("tool \"hang\" is offered by several upstreams"), "the collision is reported");
 
     let echo = call(2, "echo").await;

@@ -52,7 +52,7 @@ fn relative_paths_resolve_against_the_config_folder() {
     assert_eq!(cwd.as_deref(), Some(Path::new("/etc/warden/work")));
     assert_eq!(
         config.upstreams[1].spec.transport,
-        Transport::Http { url: "http://127.0.0.1:3001/mcp".into(), era: Some(EraChoice::Legacy) }
+        Transport::Http { url: "http://127.0.0.1:3001/mcp".into(), era: Some(EraChoice::Legacy), credentials: None }
     );
 }
 
@@ -135,4 +135,50 @@ fn duplicate_keys_are_refused() {
         .unwrap_err(),
     );
     assert_eq!(messages, ["api_key[1].sha256: the same key is configured twice"]);
+}
+
+#[test]
+fn identity_settings_load() {
+    let config = parse_str(
+        "[oauth]\nresource = \"https://mcp.example.com/mcp\"\n\
+         [[oauth.issuer]]\nissuer = \"https://idp.example.com\"\njwks_url = \"http://idp.internal/jwks\"\n\
+         algorithms = [\"RS256\", \"ES256\"]\nroles_claims = [\"realm_access.roles\"]\n\
+         [[required_scopes]]\ntools = \"files/write_*\"\nscopes = [\"files:write\"]\n\
+         [[upstream]]\nname = \"files\"\nurl = \"http://127.0.0.1:3001/mcp\"\n",
+    )
+    .unwrap();
+    let oauth = config.oauth.unwrap();
+    assert_eq!(oauth.issuers[0].algorithms.len(), 2);
+    assert_eq!(oauth.issuers[0].claims.roles, ["realm_access.roles"]);
+    assert!(config.required_scopes[0].covers("files", "write_file"));
+    assert!(!config.required_scopes[0].covers("files", "read_file"));
+}
+
+#[test]
+fn identity_problems_are_reported_with_their_paths() {
+    let error = parse_str(
+        "[oauth]\nresource = \"not a url\"\n\
+         [[oauth.issuer]]\nissuer = \"a\"\njwks_url = \"https://idp.example.com/jwks\"\nalgorithms = [\"HS256\", \"none\"]\n\
+         [[oauth.issuer]]\nissuer = \"b\"\njwks_file = \"missing.json\"\n\
+         [[required_scopes]]\ntools = [\"x/*\"]\nscopes = []\n\
+         [[upstream]]\nname = \"p\"\ncommand = \"server\"\n[upstream.auth]\nbearer_env = \"WARDEN_TEST_UNSET_VARIABLE\"\n\
+         [[upstream]]\nname = \"h\"\nurl = \"http://127.0.0.1:1/mcp\"\n[upstream.auth]\ntoken_url = \"http://idp/token\"\n",
+    )
+    .unwrap_err();
+    let messages = messages(error);
+    let expect = [
+        "oauth.resource: \"not a url\" must be an absolute http(s) URL",
+        "oauth.issuer[0].algorithms: HS256 is an HMAC algorithm",
+        "oauth.issuer[0].algorithms: \"none\" is not a JWS algorithm",
+        "oauth.issuer[0].jwks_url: \"https://idp.example.com/jwks\" must be an http:// URL",
+        "oauth.issuer[1].jwks_file: /etc/warden/missing.json:",
+        "required_scopes[0].scopes: name at least one scope",
+        "upstream[0].auth.bearer_env: the environment variable WARDEN_TEST_UNSET_VARIABLE is not set",
+        "upstream[0].auth: applies to HTTP upstreams only",
+        "upstream[1].auth.client_secret_env: client credentials need client_secret_env or client_secret_file",
+        "upstream[1].auth.client_id: is required with token_url",
+    ];
+    for expected in expect {
+        assert!(messages.iter().any(|m| m.starts_with(expected)), "missing {expected:?} in {messages:#?}");
+    }
 }
