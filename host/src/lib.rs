@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod mcp;
 pub mod policy_test;
 pub mod server;
+pub mod tls;
 pub mod token;
 pub mod transport;
 pub mod upstream;

@@ -20,6 +20,7 @@ const READY_WAIT: Duration = Duration::from_secs(30);
 
 /// Build the gateway a config describes (upstreams start connecting).
 pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
+    crate::tls::trust(&config.tls_roots);
     let engine = Engine::new(&config.engine)?;
     let chain = match &config.chain {
         Some(file) => chain_config::load(&engine, file)?,
@@ -42,6 +43,7 @@ pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
 /// The authenticators a config asks for (starts JWKS fetching: call within
 /// a Tokio runtime).
 pub fn authenticator(config: &GatewayConfig) -> Authenticator {
+    crate::tls::trust(&config.tls_roots);
     Authenticator::new(config.api_keys.clone(), config.anonymous.clone())
         .with_oauth(config.oauth.as_ref().map(|o| o.build()))
 }

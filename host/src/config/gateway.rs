@@ -22,6 +22,9 @@
 //! mode = "bare"                 # or "prefix"
 //! separator = "__"
 //!
+//! [tls]                         # outgoing https (upstreams, JWKS, token endpoints)
+//! ca_files = ["certs/internal-ca.pem"]   # trusted besides the Mozilla roots
+//!
 //! [engine]
 //! max_instances = 256
 //! max_memory_mib = 1024
@@ -156,6 +159,8 @@ pub struct GatewayConfig {
     pub required_scopes: Vec<ScopeRule>,
     /// Upstreams, in order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// CA certificates (DER) trusted for outgoing https besides the Mozilla roots.
+    pub tls_roots: Vec<Vec<u8>>,
 }
 
 /// Read and validate a gateway config file.
@@ -244,6 +249,24 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => EngineSettings::default(),
     };
 
+    let tls_roots = match root.table("tls", &mut problems) {
+        Some(mut t) => {
+            let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
+            let mut roots = Vec::new();
+            for file in files {
+                let path = base.join(&file);
+                match fs::read(&path).map_err(|e| e.to_string()).and_then(|pem| crate::tls::read_pem_certificates(&pem))
+                {
+                    Ok(certificates) => roots.extend(certificates),
+                    Err(e) => problems.push(t.path_of("ca_files"), format!("{}: {e}", path.display())),
+                }
+            }
+            t.finish(&mut problems);
+            roots
+        }
+        None => Vec::new(),
+    };
+
     let anonymous = root.table("anonymous", &mut problems).and_then(|mut t| {
         let subject: Option<String> = t.require("subject", &mut problems);
         let tenant: Option<String> = t.get("tenant", &mut problems);
@@ -311,6 +334,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         oauth,
         required_scopes,
         upstreams,
+        tls_roots,
     })
 }
 
@@ -439,12 +463,9 @@ fn upstream(
                 }
             }
             match url.parse::<hyper::Uri>() {
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
-                    Some(Transport::Http { url, era, credentials })
-                }
+                Ok(uri) if web_url(&uri) => Some(Transport::Http { url, era, credentials }),
                 Ok(_) => {
-                    problems
-                        .push(t.path_of("url"), format!("{url:?} must be an http:// URL (https is not supported yet)"));
+                    problems.push(t.path_of("url"), format!("{url:?} must be an http:// or https:// URL"));
                     None
                 }
                 Err(e) => {
@@ -540,11 +561,8 @@ fn credentials(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> Option
             }
         }
         (None, None, Some(token_url)) => {
-            if !token_url.parse::<hyper::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some()) {
-                problems.push(
-                    t.path_of("token_url"),
-                    format!("{token_url:?} must be an http:// URL (https is not supported yet)"),
-                );
+            if !token_url.parse::<hyper::Uri>().is_ok_and(|u| web_url(&u)) {
+                problems.push(t.path_of("token_url"), format!("{token_url:?} must be an http:// or https:// URL"));
             }
             if client_secret.is_none() {
                 problems.push(
@@ -577,6 +595,11 @@ fn credentials(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> Option
     };
     t.finish(problems);
     credentials
+}
+
+/// An `http://` or `https://` URL with a host.
+pub(super) fn web_url(uri: &hyper::Uri) -> bool {
+    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
 }
 
 fn decode_hex(hex: &str) -> Option<[u8; 32]> {

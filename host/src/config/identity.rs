@@ -9,7 +9,7 @@
 //!
 //! [[oauth.issuer]]
 //! issuer = "https://idp.example.com/realms/acme"           # the exact iss value
-//! jwks_url = "http://idp.internal/realms/acme/certs"       # or jwks_file = "keys/acme.jwks.json"
+//! jwks_url = "https://idp.example.com/realms/acme/protocol/openid-connect/certs"  # or jwks_file = "…"
 //! algorithms = ["RS256"]                                  # asymmetric only; default RS256
 //! audiences = []                                          # accepted aud values besides `resource`
 //! refresh_s = 300                                         # background JWKS refresh
@@ -188,13 +188,9 @@ fn issuer(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> Option<Issu
     let file: Option<String> = t.get("jwks_file", problems);
     let keys = match (url, file) {
         (Some(url), None) => match url.parse::<hyper::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
-                Some(IssuerKeys::Url { url, refresh, min_refresh })
-            }
+            Ok(uri) if super::gateway::web_url(&uri) => Some(IssuerKeys::Url { url, refresh, min_refresh }),
             Ok(_) => {
-                let why =
-                    "must be an http:// URL (https is not supported yet: fetch the JWKS to a file and use jwks_file)";
-                problems.push(t.path_of("jwks_url"), format!("{url:?} {why}"));
+                problems.push(t.path_of("jwks_url"), format!("{url:?} must be an http:// or https:// URL"));
                 None
             }
             Err(e) => {

@@ -40,7 +40,7 @@ use crate::mcp::{self, Message, RpcError, code, header as h, jsonrpc, meta, sse}
 /// Largest response body accepted from an upstream.
 const MAX_RESPONSE: usize = 64 << 20;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Clone, Debug)]
 enum Conn {
@@ -66,12 +66,18 @@ pub(crate) struct HttpLink {
 
 /// A new HTTP client with the gateway's settings: pooled keep-alive
 /// connections, TCP_NODELAY (without it a request can stall 40 ms on Nagle
-/// and delayed ACK).
+/// and delayed ACK), and verified TLS for https URLs ([`crate::tls`]).
 pub(crate) fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.enforce_http(false);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*crate::tls::client_config()).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https)
 }
 
 impl HttpLink {

@@ -1,7 +1,8 @@
 //! A real, small OAuth identity provider on 127.0.0.1 for the identity tests:
 //! RSA signing keys that can rotate, a JWKS endpoint (`/jwks`) that can be
 //! taken down, and a client-credentials token endpoint (`/token`, HTTP Basic
-//! client authentication). It counts what it serves.
+//! client authentication), over http or https (a test CA). It counts what it
+//! serves.
 
 use std::{
     convert::Infallible,
@@ -68,9 +69,36 @@ impl Idp {
     /// Start with one key (`key-1`) and a client `(id, secret)` whose tokens
     /// are for `audience`.
     pub async fn start(client: (&str, &str), audience: &str) -> Self {
+        Self::serve(client, audience, None).await
+    }
+
+    /// [`Idp::start`], over https with a certificate for 127.0.0.1 from a
+    /// fresh test CA, whose certificate (PEM) is written to `ca_file`.
+    pub async fn start_tls(client: (&str, &str), audience: &str, ca_file: &std::path::Path) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        std::fs::write(ca_file, ca.pem()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        Self::serve(client, audience, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(client: (&str, &str), audience: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let issuer = format!("http://{addr}");
+        let issuer = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         let state = Arc::new(State {
             keys: Mutex::new(vec![new_key("key-1")]),
             down: AtomicBool::new(false),
@@ -85,12 +113,23 @@ impl Idp {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(serve(&state, request).await) }
+                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let http = http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -193,7 +232,7 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-async fn serve(state: &State, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &State, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if state.down.load(Ordering::SeqCst) {
         return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "down"}));
     }

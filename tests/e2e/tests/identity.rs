@@ -420,3 +420,56 @@ async fn the_python_sdk_gets_through_with_a_token_and_sees_what_its_roles_allow(
     // The SDK surfaces the 401's JSON-RPC error.
     assert!(answer["error"].as_str().unwrap_or_default().contains("invalid token"), "{answer}");
 }
+
+// The identity provider serves on this runtime while Warden::start blocks a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_tokens_come_over_verified_https() {
+    let scratch = e2e::Scratch::new("tls");
+    let ca = scratch.path().join("test-ca.pem");
+    let idp = Idp::start_tls(("warden-gateway", "tls-secret"), "https://fault-http.example", &ca).await;
+    assert!(idp.issuer.starts_with("https://"));
+    let python = peers().join("venv/bin/python");
+    let fake = root().join("tests/e2e/fakes/http_server.py");
+    let port = free_port();
+    let _upstream = Helper::spawn(python.to_str().unwrap(), &[fake.to_str().unwrap(), &port.to_string()]);
+    listening(port).await;
+    let config = |trust: bool| {
+        let tls = if trust { format!("[tls]\nca_files = [\"{}\"]\n", ca.display()) } else { String::new() };
+        format!(
+            r#"{tls}
+[oauth]
+resource = "{RESOURCE}"
+[[oauth.issuer]]
+issuer = "{issuer}"
+jwks_url = "{issuer}/jwks"
+
+[[upstream]]
+name = "web"
+url = "http://127.0.0.1:{port}/mcp"
+[upstream.auth]
+token_url = "{issuer}/token"
+client_id = "warden-gateway"
+client_secret_env = "E2E_CLIENT_SECRET"
+"#,
+            issuer = idp.issuer,
+        )
+    };
+    let token = idp.sign_with("key-1", &idp.claims(RESOURCE, json!({})));
+
+    // Trusting the test CA: keys and the upstream's token arrive over https.
+    let warden = Warden::start_with_env(&config(true), &[("E2E_CLIENT_SECRET", "tls-secret")]);
+    let reply = call(&warden, &token, "ok", json!({})).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["result"]["content"][0]["text"], "ok", "{reply:?}");
+    assert_eq!(idp.token_requests(), 1, "the client-credentials token came over https");
+    drop(warden);
+
+    // Not trusting it: the certificate is refused, so there are no keys.
+    let fetches = idp.jwks_requests();
+    let untrusting = Warden::start_with_env(&config(false), &[("E2E_CLIENT_SECRET", "tls-secret")]);
+    let reply = list(&untrusting, &token).await;
+    assert_refused(&reply, 401, Some("invalid_token"), "JWKS from an untrusted certificate");
+    assert!(reply.header("www-authenticate").unwrap().contains("no signing keys"), "{reply:?}");
+    assert_eq!(idp.jwks_requests(), fetches, "no JWKS was served over the refused connection");
+    assert!(untrusting.log().contains("cannot fetch the JWKS"), "the refusal is logged");
+}

@@ -82,7 +82,7 @@ fn every_problem_is_reported_with_its_path() {
 
         [[upstream]]
         name = "b"
-        url = "https://example.com/mcp"
+        url = "ws://example.com/mcp"
         args = ["--x"]
         timeout_ms = 0
 
@@ -106,7 +106,7 @@ fn every_problem_is_reported_with_its_path() {
             "upstream[1].command: give either command or url, not both",
             "upstream[2].timeout_ms: must be above zero",
             "upstream[2].args: applies to command upstreams only",
-            "upstream[2].url: \"https://example.com/mcp\" must be an http:// URL (https is not supported yet)",
+            "upstream[2].url: \"ws://example.com/mcp\" must be an http:// or https:// URL",
         ]
     );
 }
@@ -157,8 +157,8 @@ fn identity_settings_load() {
 #[test]
 fn identity_problems_are_reported_with_their_paths() {
     let error = parse_str(
-        "[oauth]\nresource = \"not a url\"\n\
-         [[oauth.issuer]]\nissuer = \"a\"\njwks_url = \"https://idp.example.com/jwks\"\nalgorithms = [\"HS256\", \"none\"]\n\
+        "[tls]\nca_files = [\"missing-ca.pem\"]\n[oauth]\nresource = \"not a url\"\n\
+         [[oauth.issuer]]\nissuer = \"a\"\njwks_url = \"ftp://idp.example.com/jwks\"\nalgorithms = [\"HS256\", \"none\"]\n\
          [[oauth.issuer]]\nissuer = \"b\"\njwks_file = \"missing.json\"\n\
          [[required_scopes]]\ntools = [\"x/*\"]\nscopes = []\n\
          [[upstream]]\nname = \"p\"\ncommand = \"server\"\n[upstream.auth]\nbearer_env = \"WARDEN_TEST_UNSET_VARIABLE\"\n\
@@ -167,10 +167,11 @@ fn identity_problems_are_reported_with_their_paths() {
     .unwrap_err();
     let messages = messages(error);
     let expect = [
+        "tls.ca_files: /etc/warden/missing-ca.pem: No such file",
         "oauth.resource: \"not a url\" must be an absolute http(s) URL",
         "oauth.issuer[0].algorithms: HS256 is an HMAC algorithm",
         "oauth.issuer[0].algorithms: \"none\" is not a JWS algorithm",
-        "oauth.issuer[0].jwks_url: \"https://idp.example.com/jwks\" must be an http:// URL",
+        "oauth.issuer[0].jwks_url: \"ftp://idp.example.com/jwks\" must be an http:// or https:// URL",
         "oauth.issuer[1].jwks_file: /etc/warden/missing.json:",
         "required_scopes[0].scopes: name at least one scope",
         "upstream[0].auth.bearer_env: the environment variable WARDEN_TEST_UNSET_VARIABLE is not set",
