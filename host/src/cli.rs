@@ -64,6 +64,17 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Show a running gateway's live policy chain and reload counts (GET
+    /// /admin/status; the credential, if any, comes from WARDEN_API_KEY and
+    /// needs the config's [admin] role).
+    Status {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Ask it to reload its chain first (POST /admin/reload).
+        #[arg(long)]
+        reload: bool,
+    },
     /// A local token issuer, for trying JWT authentication without an
     /// identity provider (testing only).
     Token {
@@ -176,6 +187,7 @@ pub fn main() -> ExitCode {
         Command::HashKey { key } => hash_key(key),
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
         Command::Token { command } => token(command),
+        Command::Status { url, reload } => status(&url, reload),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -218,6 +230,9 @@ fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<
     }
     runtime()?.block_on(async {
         let running = server::start(&config).await?;
+        if let Some(reloader) = running.reloader.clone() {
+            tokio::spawn(reload_on_sighup(reloader));
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
@@ -225,12 +240,24 @@ fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<
     })
 }
 
+/// SIGHUP reloads the policy chain.
+async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hangup.recv().await.is_some() {
+        let _ = reloader.reload("SIGHUP").await;
+    }
+}
+
 fn stdio(config: &Path) -> anyhow::Result<u8> {
     let config = server::load_config(config)?;
     runtime()?.block_on(async {
         let auth = server::authenticator(&config);
         let principal = crate::transport::stdio::principal_from_env(&auth).await.map_err(anyhow::Error::msg)?;
-        let gateway = server::gateway(&config)?;
+        let built = server::build(&config)?;
+        if let Some(reloader) = built.reloader.clone() {
+            tokio::spawn(reload_on_sighup(reloader));
+        }
+        let gateway = Arc::clone(&built.gateway);
         let missing = gateway.wait_ready(Duration::from_secs(30)).await;
         if !missing.is_empty() {
             tracing::warn!(?missing, "serving without these upstreams for now");
@@ -248,6 +275,43 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
+    // Without a credential the gateway may still serve a loopback anonymous principal.
+    let key = std::env::var("WARDEN_API_KEY").ok();
+    let base = url.trim_end_matches('/');
+    runtime()?.block_on(async {
+        let mut ok = true;
+        let mut requests = Vec::new();
+        if reload {
+            requests.push((hyper::Method::POST, format!("{base}/admin/reload")));
+        }
+        requests.push((hyper::Method::GET, format!("{base}/admin/status")));
+        for (method, target) in requests {
+            let mut request = hyper::Request::builder().method(method).uri(&target);
+            if let Some(key) = &key {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+            }
+            let request = request.body(http_body_util::Full::new(bytes::Bytes::new()))?;
+            let response = crate::upstream::http::http_client()
+                .request(request)
+                .await
+                .with_context(|| format!("cannot reach {target}"))?;
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+            let text = match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(json) => serde_json::to_string_pretty(&json)?,
+                Err(_) => String::from_utf8_lossy(&body).into_owned(),
+            };
+            println!("{text}");
+            if !status.is_success() {
+                eprintln!("{target}: HTTP {status}");
+                ok = false;
+            }
+        }
+        Ok(if ok { 0 } else { EXIT_ERROR })
+    })
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<u8> {

@@ -21,6 +21,7 @@ pub mod engine;
 pub mod gateway;
 pub mod mcp;
 pub mod policy_test;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod token;

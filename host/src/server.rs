@@ -12,18 +12,46 @@ use crate::{
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
     engine::Engine,
     gateway::{Gateway, Settings},
+    reload::Reloader,
     transport::http::{self, HttpState},
 };
 
 /// How long start-up waits for upstreams before serving anyway.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
+/// A gateway and what reloads its chain (if it has one).
+pub struct Built {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Reloads the chain; `None` without a `[policy] chain`.
+    pub reloader: Option<Arc<Reloader>>,
+    /// Keeps the chain's files watched while alive.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Build the gateway a config describes (upstreams start connecting), with
+/// chain reloading (and file watching if the config asks). Call within a
+/// Tokio runtime.
+pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
+    let engine = Engine::new(&config.engine)?;
+    let gateway = gateway_with(config, &engine)?;
+    let reloader = config.chain.as_ref().map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone()));
+    let watcher = match (&reloader, config.watch) {
+        (Some(reloader), true) => Some(reloader.watch().map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    Ok(Built { gateway, reloader, _watcher: watcher })
+}
+
 /// Build the gateway a config describes (upstreams start connecting).
 pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
+    gateway_with(config, &Engine::new(&config.engine)?)
+}
+
+fn gateway_with(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyhow::Error> {
     crate::tls::trust(&config.tls_roots);
-    let engine = Engine::new(&config.engine)?;
     let chain = match &config.chain {
-        Some(file) => chain_config::load(&engine, file)?,
+        Some(file) => chain_config::load(engine, file)?,
         None => {
             tracing::warn!("no [policy] chain configured: every call is allowed");
             Chain::default()
@@ -54,6 +82,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The gateway.
     pub gateway: Arc<Gateway>,
+    /// Reloads the chain (SIGHUP, the admin endpoint, file changes).
+    pub reloader: Option<Arc<Reloader>>,
+    /// Holds the file watcher.
+    _built: Built,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -69,7 +101,9 @@ impl Running {
 
 /// Load `config`, start the gateway, wait (bounded) for upstreams, and listen.
 pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
-    let gateway = gateway(config)?;
+    let built = build(config)?;
+    let gateway = Arc::clone(&built.gateway);
+    let reloader = built.reloader.clone();
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -81,12 +115,25 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
     if !missing.is_empty() {
         tracing::warn!(?missing, "serving without these upstreams for now; they keep being retried");
     }
-    let state =
-        HttpState::new(Arc::clone(&gateway), authenticator(config), config.server.clone(), config.sessions.clone());
+    let admin = match (&config.admin_role, &reloader) {
+        (Some(role), Some(reloader)) => Some((role.clone(), Arc::clone(reloader))),
+        (Some(_), None) => {
+            tracing::warn!("[admin] is set but there is no [policy] chain to report on or reload");
+            None
+        }
+        _ => None,
+    };
+    let state = HttpState::new(
+        Arc::clone(&gateway),
+        authenticator(config),
+        config.server.clone(),
+        config.sessions.clone(),
+        admin,
+    );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(http::serve(listener, state, shutdown.clone()));
     tracing::info!(url = %format!("http://{addr}{}", config.server.path), "serving MCP");
-    Ok(Running { addr, gateway, shutdown, task })
+    Ok(Running { addr, gateway, reloader, _built: built, shutdown, task })
 }
 
 /// Read a gateway config, with its chain file checked too.

@@ -17,6 +17,10 @@
 //!
 //! [policy]
 //! chain = "policies/default.toml"
+//! watch = true                  # reload when the chain file or a component changes
+//!
+//! [admin]                       # GET /admin/status, POST /admin/reload
+//! role = "warden-admin"         # callers with this role may use them (absent: no admin endpoints)
 //!
 //! [naming]
 //! mode = "bare"                 # or "prefix"
@@ -145,6 +149,10 @@ pub struct GatewayConfig {
     pub sessions: SessionSettings,
     /// The policy chain file, if any (no chain: every call is allowed).
     pub chain: Option<PathBuf>,
+    /// Reload the chain when its files change.
+    pub watch: bool,
+    /// The role that may use the admin endpoints, if they are on.
+    pub admin_role: Option<String>,
     /// Name formation.
     pub naming: Naming,
     /// Wasm engine.
@@ -207,8 +215,10 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         }
         None => SessionSettings { idle_timeout: Duration::from_secs(1800), max: 10_000, history: 32 },
     };
+    let mut watch = true;
     let chain = root.table("policy", &mut problems).and_then(|mut t| {
         let chain = t.require::<String>("chain", &mut problems).map(|c| base.join(c));
+        watch = t.get("watch", &mut problems).unwrap_or(true);
         if let Some(file) = &chain
             && !file.is_file()
         {
@@ -249,6 +259,14 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => EngineSettings::default(),
     };
 
+    let admin_role = root.table("admin", &mut problems).and_then(|mut t| {
+        let role: Option<String> = t.require("role", &mut problems);
+        if role.as_deref() == Some("") {
+            problems.push(t.path_of("role"), "must not be empty");
+        }
+        t.finish(&mut problems);
+        role.filter(|r| !r.is_empty())
+    });
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -327,6 +345,8 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         server,
         sessions,
         chain,
+        watch,
+        admin_role,
         naming,
         engine,
         api_keys,

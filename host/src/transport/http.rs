@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Body, full, json_response, legacy, modern, parked::Parked, rpc_error};
+use crate::reload::Reloader;
 use crate::{
     auth::{AuthError, Authenticator},
     config::gateway::{ServerSettings, SessionSettings},
@@ -43,6 +44,8 @@ pub struct HttpState {
     sessions: legacy::Sessions,
     parked: Arc<Parked>,
     server_info: Value,
+    /// The admin role and the chain reloader, if the admin endpoints are on.
+    admin: Option<(String, Arc<Reloader>)>,
 }
 
 impl HttpState {
@@ -52,6 +55,7 @@ impl HttpState {
         auth: Authenticator,
         settings: ServerSettings,
         sessions: SessionSettings,
+        admin: Option<(String, Arc<Reloader>)>,
     ) -> Arc<Self> {
         Arc::new(Self {
             gateway,
@@ -59,6 +63,7 @@ impl HttpState {
             settings,
             sessions: legacy::Sessions::new(sessions),
             parked: Arc::default(),
+            admin,
             server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),
         })
     }
@@ -201,6 +206,11 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
         return Response::builder().status(StatusCode::OK).body(full("ok\n")).expect("valid response");
     }
     if let Some(response) = protected_resource_metadata(state, &request) {
+        return response;
+    }
+    if path.starts_with("/admin/")
+        && let Some(response) = admin(state, peer, &request).await
+    {
         return response;
     }
     if path != state.settings.path {
@@ -385,6 +395,39 @@ pub(crate) fn insufficient_scope(auth: &Authenticator, id: Value, error: &RpcErr
         response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
+}
+
+/// `GET /admin/status` (the live chain and reload counts) and `POST
+/// /admin/reload`, for callers with the admin role; `None` (404) when the
+/// admin endpoints are off.
+async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>) -> Option<Response<Body>> {
+    let (role, reloader) = state.admin.as_ref()?;
+    let action = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/admin/status") => "status",
+        (&Method::POST, "/admin/reload") => "reload",
+        _ => return None,
+    };
+    if let Err(response) = check_origin_and_host(&state.settings, request) {
+        return Some(response);
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authenticate(authorization, peer.ip()).await {
+        Ok(principal) => principal,
+        Err(error) => return Some(unauthorized(&state.auth, &error)),
+    };
+    if !principal.roles.contains(role) {
+        tracing::warn!(subject = %principal.subject, action, "admin request without the admin role");
+        return Some(forbidden(&format!("the admin endpoints need the {role:?} role")));
+    }
+    Some(match action {
+        "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
+        _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
+            Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
+            Err(error) => {
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "reloaded": false, "error": error }))
+            }
+        },
+    })
 }
 
 /// RFC 9728 metadata, at `/.well-known/oauth-protected-resource` and at that

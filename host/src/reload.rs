@@ -1,0 +1,227 @@
+//! Hot reload of the policy chain, without dropping a request.
+//!
+//! A reload reads the chain file, compiles every component (off the request
+//! path, on a blocking thread; unchanged components come from the engine's
+//! compiled cache), has each plugin validate its config, then runs every
+//! plugin once on a synthetic call, result and listing under its limits (the
+//! smoke test). Only if all of that succeeds is the live chain swapped, in
+//! one atomic store: a call in flight finishes on the chain it started with,
+//! and no call ever sees two versions. A failed reload keeps the old chain,
+//! is logged with the file and step that failed, and is counted.
+//!
+//! Triggers: a change to the chain file or any component it names (the
+//! parent folders are watched, because editors and deploy tools replace
+//! files rather than write them; events are debounced), SIGHUP, and
+//! `POST /admin/reload`.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use notify::{RecursiveMode, Watcher};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::{
+    chain::{Chain, StepOutcome},
+    config,
+    engine::{Call, Engine, ListRequest, ListedTool, Principal, Target, TargetKind, ToolAnnotations},
+    gateway::{Gateway, now_ms},
+};
+
+/// Quiet time after the last file event before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What is live, and how reloads went.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Which chain version is live (1 = the one loaded at start-up).
+    pub generation: u64,
+    /// When it went live (ms since the epoch).
+    pub loaded_at_ms: u64,
+    /// Its plugins: name, source, component digest.
+    pub plugins: Vec<(String, String, String)>,
+    /// Reloads that went live.
+    pub reloads: u64,
+    /// Reloads refused (the old chain stayed).
+    pub failures: u64,
+    /// Why the last refused reload was refused.
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    /// As JSON, for `GET /admin/status` and `warden status`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "chain": {
+                "generation": self.generation,
+                "loaded_at_ms": self.loaded_at_ms,
+                "plugins": self.plugins.iter().map(|(name, source, digest)| json!({
+                    "name": name, "source": source, "sha256": digest,
+                })).collect::<Vec<_>>(),
+            },
+            "reloads": { "succeeded": self.reloads, "failed": self.failures, "last_error": self.last_error },
+        })
+    }
+}
+
+/// Reloads one gateway's chain from one file.
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    engine: Engine,
+    file: PathBuf,
+    status: Mutex<Status>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+fn describe(chain: &Chain) -> Vec<(String, String, String)> {
+    chain.links().iter().map(|l| (l.plugin.name().to_owned(), l.source.clone(), l.plugin.digest().to_owned())).collect()
+}
+
+impl Reloader {
+    /// A reloader for `gateway`, whose live chain came from `file`.
+    pub fn new(gateway: Arc<Gateway>, engine: Engine, file: PathBuf) -> Arc<Self> {
+        let live = gateway.chain();
+        let status = Status {
+            generation: live.generation,
+            loaded_at_ms: now_ms(),
+            plugins: describe(&live.chain),
+            ..Status::default()
+        };
+        Arc::new(Self { gateway, engine, file, status: Mutex::new(status), one_at_a_time: Default::default() })
+    }
+
+    /// What is live now.
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// Reload now; returns the new generation, or why the old chain stays.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
+        let _one = self.one_at_a_time.lock().await;
+        let (engine, file) = (self.engine.clone(), self.file.clone());
+        let built = tokio::task::spawn_blocking(move || -> Result<Chain, String> {
+            let chain = config::chain::load(&engine, &file).map_err(|e| e.to_string().trim_end().to_owned())?;
+            smoke_test(&chain)?;
+            Ok(chain)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        let mut status = self.status.lock().unwrap();
+        match built {
+            Ok(chain) => {
+                let plugins = describe(&chain);
+                self.gateway.swap_chain(chain);
+                status.generation = self.gateway.chain().generation;
+                status.loaded_at_ms = now_ms();
+                status.plugins = plugins;
+                status.reloads += 1;
+                tracing::info!(trigger, generation = status.generation, file = %self.file.display(), "policy chain reloaded");
+                Ok(status.generation)
+            }
+            Err(error) => {
+                status.failures += 1;
+                status.last_error = Some(error.clone());
+                tracing::warn!(trigger, file = %self.file.display(), %error, "policy chain reload refused; the old chain stays");
+                Err(error)
+            }
+        }
+    }
+
+    /// Watch the chain file and its components; reload on change. Lives as
+    /// long as the returned watcher.
+    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, String> {
+        let (events, mut changed) = mpsc::unbounded_channel::<()>();
+        let watched = Arc::new(Mutex::new(self.watched_files()));
+        let relevant = Arc::clone(&watched);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            let files = relevant.lock().unwrap();
+            if event.paths.iter().any(|p| files.contains(p)) {
+                let _ = events.send(());
+            }
+        })
+        .map_err(|e| format!("cannot watch files: {e}"))?;
+        let folders: HashSet<PathBuf> =
+            watched.lock().unwrap().iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        for folder in &folders {
+            watcher
+                .watch(folder, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
+        }
+        let reloader = Arc::clone(self);
+        tokio::spawn(async move {
+            while changed.recv().await.is_some() {
+                // Debounce: wait until the files have been quiet for a moment.
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                let _ = reloader.reload("file change").await;
+                // The chain may now name other components.
+                *watched.lock().unwrap() = reloader.watched_files();
+            }
+        });
+        Ok(watcher)
+    }
+
+    /// The chain file and the component files it names (absolute).
+    fn watched_files(&self) -> HashSet<PathBuf> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut files: HashSet<PathBuf> = HashSet::from([absolute(&self.file)]);
+        if let Ok(spec) = config::chain::parse_file(&self.file) {
+            files.extend(spec.watched_files().iter().map(|f| absolute(f)));
+        }
+        files
+    }
+}
+
+/// Run every plugin alone on a synthetic call, result and listing. A deny is
+/// fine (that is policy); a failure — trap, fuel, deadline, memory, bad
+/// output — refuses the reload, even for a `fail_open` plugin.
+fn smoke_test(chain: &Chain) -> Result<(), String> {
+    let call = Call {
+        request_id: "reload-smoke-test".into(),
+        session_id: None,
+        principal: Principal {
+            subject: "reload-smoke-test".into(),
+            tenant: Some("smoke".into()),
+            roles: vec![],
+            scopes: vec![],
+            claims: "{}".into(),
+        },
+        target: Target {
+            kind: TargetKind::Tool,
+            server: "smoke".into(),
+            name: "smoke_test".into(),
+            annotations: ToolAnnotations::default(),
+        },
+        arguments: "{}".into(),
+        history: vec![],
+        timestamp_ms: now_ms(),
+    };
+    let result = json!({ "content": [{ "type": "text", "text": "ok" }], "isError": false }).to_string();
+    let listing =
+        ListRequest { request_id: "reload-smoke-test".into(), session_id: None, principal: call.principal.clone() };
+    let tools = vec![ListedTool {
+        server: "smoke".into(),
+        name: "smoke_test".into(),
+        description: Some("A tool for the reload smoke test.".into()),
+        input_schema: r#"{"type":"object"}"#.into(),
+        annotations: ToolAnnotations::default(),
+    }];
+    for link in chain.links() {
+        let alone = Chain::new(vec![link.clone()]);
+        let steps = [
+            alone.on_call(&mut call.clone()).steps,
+            alone.on_result(&call, result.clone()).steps,
+            alone.on_list(&listing, &tools, now_ms()).steps,
+        ];
+        for step in steps.iter().flatten() {
+            if let StepOutcome::Failed { error, .. } = &step.outcome {
+                return Err(format!("smoke test: {error}"));
+            }
+        }
+    }
+    Ok(())
+}
