@@ -34,7 +34,7 @@ pub struct Built {
 /// Tokio runtime.
 pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
     let engine = Engine::new(&config.engine)?;
-    let gateway = gateway_with(config, &engine)?;
+    let gateway = gateway(config, &engine)?;
     let reloader = config.chain.as_ref().map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone()));
     let watcher = match (&reloader, config.watch) {
         (Some(reloader), true) => Some(reloader.watch().map_err(anyhow::Error::msg)?),
@@ -43,12 +43,9 @@ pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
     Ok(Built { gateway, reloader, _watcher: watcher })
 }
 
-/// Build the gateway a config describes (upstreams start connecting).
-pub fn gateway(config: &GatewayConfig) -> Result<Arc<Gateway>, anyhow::Error> {
-    gateway_with(config, &Engine::new(&config.engine)?)
-}
-
-fn gateway_with(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyhow::Error> {
+/// The gateway a config describes, its chain compiled by `engine`
+/// (upstreams start connecting).
+fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyhow::Error> {
     crate::tls::trust(&config.tls_roots);
     let chain = match &config.chain {
         Some(file) => chain_config::load(engine, file)?,

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     auth::Principal,
-    catalog::{self, Catalog, Naming, Snapshot},
+    catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
     config::identity::ScopeRule,
     engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
@@ -413,10 +413,8 @@ impl Gateway {
         };
         // Route: only tools this principal may see exist for it.
         let snapshot = self.catalog.snapshot();
-        let view = self.view(&caller.principal, &snapshot);
-        let entry = snapshot
-            .tool(exposed)
-            .filter(|entry| view.tools.iter().any(|(i, _)| std::ptr::eq(&snapshot.tools[*i], *entry)))
+        let entry = self
+            .visible_tool(&caller.principal, &snapshot, exposed)
             .ok_or_else(|| RpcError::invalid_params(format!("unknown tool: {exposed}")))?;
         let missing = self.missing_scopes(&caller.principal, &entry.upstream, &entry.name);
         if !missing.is_empty() {
@@ -433,12 +431,20 @@ impl Gateway {
         self.through_chain(caller, target, arguments, params, "tools/call", "arguments", &schema).await
     }
 
-    /// Scopes a `tools/call` of `exposed` needs that `principal` lacks
-    /// (empty for unknown tools: routing reports those).
+    /// The tool `exposed`, if it exists for `principal` (tools its listing
+    /// hides do not).
+    fn visible_tool<'a>(&self, principal: &Principal, snapshot: &'a Snapshot, exposed: &str) -> Option<&'a Entry> {
+        let view = self.view(principal, snapshot);
+        snapshot.tool(exposed).filter(|entry| view.tools.iter().any(|(i, _)| std::ptr::eq(&snapshot.tools[*i], *entry)))
+    }
+
+    /// Scopes a `tools/call` needs that `principal` lacks (empty for tools
+    /// that do not exist for it: routing reports those, without revealing
+    /// a hidden tool's scopes).
     pub fn missing_scopes_for_call(&self, principal: &Principal, params: &Value) -> Vec<String> {
         let Some(exposed) = params.get("name").and_then(Value::as_str) else { return vec![] };
         let snapshot = self.catalog.snapshot();
-        match snapshot.tool(exposed) {
+        match self.visible_tool(principal, &snapshot, exposed) {
             Some(entry) => self.missing_scopes(principal, &entry.upstream, &entry.name),
             None => vec![],
         }

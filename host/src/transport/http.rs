@@ -311,11 +311,11 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
     };
     for message in messages {
         if message.get("method").and_then(Value::as_str) == Some("tools/call") {
-            let params = message.get("params").cloned().unwrap_or(Value::Null);
-            let missing = state.gateway.missing_scopes_for_call(&principal, &params);
+            let params = message.get("params").unwrap_or(&Value::Null);
+            let missing = state.gateway.missing_scopes_for_call(&principal, params);
             if !missing.is_empty() {
                 let id = message.get("id").cloned().unwrap_or(Value::Null);
-                return insufficient_scope(&state.auth, id, &crate::gateway::insufficient_scope(missing));
+                return insufficient_scope(&state.auth, id, missing);
             }
         }
     }
@@ -382,16 +382,11 @@ fn unauthorized(auth: &Authenticator, error: &AuthError) -> Response<Body> {
     response
 }
 
-/// 403 for a call that needs scopes the token lacks.
-pub(crate) fn insufficient_scope(auth: &Authenticator, id: Value, error: &RpcError) -> Response<Body> {
-    let scopes: Vec<String> = error
-        .data
-        .as_ref()
-        .and_then(|d| d.get("scopes"))
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
-    let mut response = rpc_error(StatusCode::FORBIDDEN, id, error);
-    if let Ok(challenge) = HeaderValue::from_str(&auth.scope_challenge(&scopes)) {
+/// 403 for a call that needs the `missing` scopes.
+fn insufficient_scope(auth: &Authenticator, id: Value, missing: Vec<String>) -> Response<Body> {
+    let challenge = HeaderValue::from_str(&auth.scope_challenge(&missing));
+    let mut response = rpc_error(StatusCode::FORBIDDEN, id, &crate::gateway::insufficient_scope(missing));
+    if let Ok(challenge) = challenge {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     response

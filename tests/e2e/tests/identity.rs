@@ -189,6 +189,13 @@ async fn calls_needing_scopes_the_token_lacks_get_insufficient_scope() {
     assert_eq!(without.json()["error"]["code"], -32014);
     assert_eq!(recorded_calls(&warden), 0, "the refused call did not reach the upstream");
 
+    // A tool hidden from the caller does not exist for it: no scope
+    // challenge that would reveal it.
+    let analyst = idp.sign_with("key-1", &analyst(&idp));
+    let hidden = call(&warden, &analyst, "write_workspace_file", arguments.clone()).await;
+    assert_ne!(hidden.status, 403, "{hidden:?}");
+    assert!(hidden.json()["error"]["message"].as_str().unwrap().contains("unknown tool"), "{hidden:?}");
+
     let with = call(&warden, &engineer("demo:read demo:write"), "write_workspace_file", arguments).await;
     assert_eq!(with.status, 200, "{with:?}");
     assert_eq!(with.json()["result"]["isError"], false, "{with:?}");
