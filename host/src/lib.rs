@@ -9,7 +9,8 @@
 //! 6. [`transport`]: how clients reach the gateway (HTTP, stdio).
 //! 7. [`auth`]: API keys, JWTs from trusted issuers, the resource-server side
 //!    of OAuth; [`token`]: a local issuer for trying it.
-//! 8. [`config`], [`server`], [`cli`]: assembly.
+//! 8. [`reload`]: hot reload of the policy chain.
+//! 9. [`config`], [`server`], [`cli`]: assembly.
 
 pub mod auth;
 pub mod builtin;
