@@ -156,7 +156,9 @@ fn test() -> Result<(), String> {
     run(cargo().args(["test", "--workspace"]).env("WARDEN_PEERS", &peers))?;
     // The benchmarks must keep building and running: each runs once, in the
     // test profile (their speed is measured by `cargo xtask bench`, not here).
-    run(cargo().args(["test", "-p", "warden", "--benches"]))
+    // `--workspace`, not `-p warden`: the same feature set as the builds above,
+    // so no dependency is compiled a second time.
+    run(cargo().args(["test", "--workspace", "--benches"]))
 }
 
 /// The chain microbenchmark (divan), then the gateway overhead load test;
