@@ -139,6 +139,11 @@ impl Reloader {
         let relevant = Arc::clone(&watched);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
+            // Only changes: a reload reads these files, and reacting to
+            // those reads would reload forever.
+            if !(event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove()) {
+                return;
+            }
             let files = relevant.lock().unwrap();
             if event.paths.iter().any(|p| files.contains(p)) {
                 let _ = events.send(());
