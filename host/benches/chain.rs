@@ -29,7 +29,9 @@ fn root() -> std::path::PathBuf {
 /// injection-sanitizer on results.
 fn quickstart() -> &'static Chain {
     static CHAIN: OnceLock<Chain> = OnceLock::new();
-    CHAIN.get_or_init(|| config::chain::load(engine(), &root().join("policies/quickstart.toml")).unwrap())
+    CHAIN.get_or_init(|| {
+        config::chain::load(engine(), &root().join("policies/quickstart.toml"), &Default::default()).unwrap()
+    })
 }
 
 /// A chain of `n` on-call plugins, cycling through rbac and chain-detect with
@@ -117,6 +119,7 @@ fn noop_plugin(bencher: divan::Bencher) {
         config_json: "{}".into(),
         fail_open: false,
         source: "hostile".into(),
+        pack: None,
     }]);
     let template = call(256);
     bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {

@@ -31,8 +31,11 @@ pub struct Link {
     pub config_json: String,
     /// Treat the plugin's failures as allow instead of deny.
     pub fail_open: bool,
-    /// Where it came from (`builtin:rbac`, a file path), for status displays.
+    /// Where it came from (`builtin:rbac`, a file path, `pack:acme@1.2.0/rbac`),
+    /// for status displays.
     pub source: String,
+    /// The policy pack it came from, if any.
+    pub pack: Option<Arc<crate::pack::Pack>>,
 }
 
 /// An ordered list of plugins. Immutable: a new config makes a new chain.

@@ -19,6 +19,7 @@ use crate::{
     chain::{Chain, Link},
     config::{self, ConfigError},
     engine::{Engine, EngineSettings, Limits},
+    pack::Trust,
     policy_test, server,
 };
 
@@ -75,6 +76,21 @@ enum Command {
         #[arg(long)]
         reload: bool,
     },
+    /// Build, sign and verify policy packs.
+    Pack {
+        #[command(subcommand)]
+        command: PackCommand,
+    },
+    /// Write a minisign key pair for signing policy packs: PREFIX.key (the
+    /// secret, mode 0600) and PREFIX.pub (for the gateway's trusted_keys).
+    Keygen {
+        /// Where to write them (the file name without extension).
+        #[arg(long, value_name = "PREFIX", default_value = "warden-pack")]
+        out: PathBuf,
+        /// Encrypt the secret key with the password in this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
     /// A local token issuer, for trying JWT authentication without an
     /// identity provider (testing only).
     Token {
@@ -118,6 +134,44 @@ enum TokenCommand {
         /// More claims, a JSON object, e.g. '{"roles":["analyst"],"tenant":"acme"}'.
         #[arg(long, value_name = "JSON")]
         claims: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PackCommand {
+    /// Make a pack from DIR/pack.toml: every component compiled, its default
+    /// config validated, its SHA-256 pinned in the manifest.
+    Build {
+        /// The folder holding pack.toml.
+        dir: PathBuf,
+        /// The pack folder to write (must not exist; default: NAME-VERSION).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Sign a pack's manifest (writes manifest.toml.minisig). The pack is
+    /// checked first, so a tampered pack is never signed.
+    Sign {
+        /// The pack folder.
+        pack: PathBuf,
+        /// The secret key (from `warden keygen`, or `minisign -G`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The secret key's password is in this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
+    /// Check a pack as a gateway with require_signed would: signature by one
+    /// of the keys, components matching their digests, compatible WIT
+    /// version, every plugin loading with its default config.
+    Verify {
+        /// The pack folder.
+        pack: PathBuf,
+        /// A trusted public key (repeatable).
+        #[arg(long = "key", value_name = "FILE", required_unless_present = "config")]
+        keys: Vec<PathBuf>,
+        /// Use this gateway config's trust policy instead of --key.
+        #[arg(long, value_name = "FILE", conflicts_with = "keys")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -188,6 +242,8 @@ pub fn main() -> ExitCode {
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
         Command::Token { command } => token(command),
         Command::Status { url, reload } => status(&url, reload),
+        Command::Pack { command } => pack(command),
+        Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -336,6 +392,72 @@ fn token(command: TokenCommand) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The value of the environment variable named `var`, if a name is given.
+fn password(var: Option<&str>) -> anyhow::Result<Option<String>> {
+    var.map(|var| std::env::var(var).with_context(|| format!("environment variable {var} is not set"))).transpose()
+}
+
+fn keygen(out: &Path, password_env: Option<&str>) -> anyhow::Result<u8> {
+    let files = crate::pack::keygen(out, password(password_env)?)?;
+    println!("wrote {} (secret) and {} (public)", files.secret.display(), files.public.display());
+    println!("key id {}", files.key_id);
+    println!("\n[policy]\nrequire_signed = true\ntrusted_keys = [\"{}\"]", files.public.display());
+    Ok(0)
+}
+
+fn pack(command: PackCommand) -> anyhow::Result<u8> {
+    match command {
+        PackCommand::Build { dir, out } => {
+            let built = crate::pack::build(&engine()?, &dir, out.as_deref())?;
+            let manifest = &built.manifest;
+            println!("built {}@{} in {}", manifest.name, manifest.version, built.dir.display());
+            for plugin in &manifest.plugins {
+                println!("  {:<20} sha256:{}", plugin.name, plugin.sha256);
+            }
+            println!("pack sha256:{}  (WIT {}; unsigned: run `warden pack sign`)", built.digest, manifest.wit);
+        }
+        PackCommand::Sign { pack, key, password_env } => {
+            let signed = crate::pack::sign(&pack, &key, password(password_env.as_deref())?)?;
+            println!("signed {} with key {}: {}", signed.pack, signed.key_id, signed.file.display());
+            println!("pack sha256:{}", signed.pack.digest);
+        }
+        PackCommand::Verify { pack, keys, config } => {
+            let trust = match config {
+                Some(config) => crate::config::gateway::parse_file(&config)?.trust,
+                None => Trust {
+                    require_signed: true,
+                    keys: keys
+                        .iter()
+                        .map(|k| crate::pack::TrustedKey::from_file(k))
+                        .collect::<Result<_, _>>()
+                        .map_err(anyhow::Error::msg)?,
+                    ..Trust::default()
+                },
+            };
+            let opened = crate::pack::Pack::open(&pack, &trust)?;
+            let engine = engine()?;
+            for plugin in &opened.manifest.plugins {
+                let bytes = opened.component(&plugin.name).map_err(anyhow::Error::msg)?;
+                let config = config::chain::to_json(plugin.config.as_ref().unwrap_or(&toml::Table::new())).to_string();
+                engine
+                    .load(&plugin.name, &bytes, Limits::default())
+                    .and_then(|p| p.validate_config(&config))
+                    .with_context(|| format!("plugin {} does not load", plugin.name))?;
+            }
+            let manifest = &opened.manifest;
+            println!("{}: ok", pack.display());
+            println!("  pack       {}@{} by {}", manifest.name, manifest.version, manifest.publisher);
+            println!("  sha256     {}", opened.digest);
+            println!("  signed by  {}", opened.signer);
+            println!("  WIT        {}", manifest.wit);
+            for plugin in &manifest.plugins {
+                println!("  plugin     {:<20} sha256:{}", plugin.name, plugin.sha256);
+            }
+        }
+    }
+    Ok(0)
+}
+
 fn hash_key(key: Option<String>) -> anyhow::Result<u8> {
     let key = match key {
         Some(key) => key,
@@ -356,7 +478,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     if let Some(path) = &args.config {
         let config = server::load_config(path)?;
         if let Some(chain) = &config.chain {
-            config::chain::load(&Engine::new(&config.engine)?, chain)?;
+            config::chain::load(&Engine::new(&config.engine)?, chain, &config.trust)?;
         }
         println!(
             "{}: ok ({} upstreams, {} API keys, chain {})",
@@ -368,7 +490,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let path = args.chain.as_ref().expect("clap requires one of --config and --chain");
-    let chain = config::chain::load(&engine()?, path)?;
+    let chain = config::chain::load(&engine()?, path, &Trust::default())?;
     println!("{}: ok ({} plugins)", path.display(), chain.links().len());
     for link in chain.links() {
         let hooks: Vec<&str> =
@@ -394,7 +516,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> 
 fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<u8> {
     let engine = engine()?;
     let chain = match (&args.chain, &args.plugin) {
-        (Some(file), _) => config::chain::load(&engine, file)?,
+        (Some(file), _) => config::chain::load(&engine, file, &Trust::default())?,
         (None, Some(source)) => single_plugin(&engine, source, args)?,
         (None, None) => bail!("give --plugin or --chain"),
     };
@@ -444,5 +566,5 @@ fn single_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow
         problems.push("", e);
         return Err(problems.into_error().into());
     }
-    Ok(Chain::new(vec![Link { plugin, config_json, fail_open: false, source: source.to_owned() }]))
+    Ok(Chain::new(vec![Link { plugin, config_json, fail_open: false, source: source.to_owned(), pack: None }]))
 }

@@ -9,7 +9,8 @@
 //! 6. [`transport`]: how clients reach the gateway (HTTP, stdio).
 //! 7. [`auth`]: API keys, JWTs from trusted issuers, the resource-server side
 //!    of OAuth; [`token`]: a local issuer for trying it.
-//! 8. [`reload`]: hot reload of the policy chain.
+//! 8. [`reload`]: hot reload of the policy chain; [`pack`]: signed policy packs
+//!    and the trust policy that admits them.
 //! 9. [`config`], [`server`], [`cli`]: assembly.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod mcp;
+pub mod pack;
 pub mod policy_test;
 pub mod reload;
 pub mod server;

@@ -30,6 +30,7 @@ use crate::{
     config,
     engine::{Call, Engine, ListRequest, ListedTool, Principal, Target, TargetKind, ToolAnnotations},
     gateway::{Gateway, now_ms},
+    pack::{Pack, Trust},
 };
 
 /// Quiet time after the last file event before reloading.
@@ -42,14 +43,17 @@ pub struct Status {
     pub generation: u64,
     /// When it went live (ms since the epoch).
     pub loaded_at_ms: u64,
-    /// Its plugins: name, source, component digest.
-    pub plugins: Vec<(String, String, String)>,
+    /// Its plugins, in order.
+    pub plugins: Vec<Value>,
     /// Reloads that went live.
     pub reloads: u64,
     /// Reloads refused (the old chain stayed).
     pub failures: u64,
     /// Why the last refused reload was refused.
     pub last_error: Option<String>,
+    /// Components found in the on-disk compile cache and compiled anew, since
+    /// start-up; `None` without a cache.
+    pub compile_cache: Option<(usize, usize)>,
 }
 
 impl Status {
@@ -59,12 +63,57 @@ impl Status {
             "chain": {
                 "generation": self.generation,
                 "loaded_at_ms": self.loaded_at_ms,
-                "plugins": self.plugins.iter().map(|(name, source, digest)| json!({
-                    "name": name, "source": source, "sha256": digest,
-                })).collect::<Vec<_>>(),
+                "plugins": self.plugins,
             },
             "reloads": { "succeeded": self.reloads, "failed": self.failures, "last_error": self.last_error },
+            "compile_cache": self.compile_cache.map(|(hits, misses)| json!({ "hits": hits, "misses": misses })),
         })
+    }
+}
+
+impl Status {
+    /// As Prometheus text (exposition format 0.0.4), for `GET /admin/metrics`.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        metric(
+            "warden_policy_chain_generation",
+            "gauge",
+            "The live policy chain's version (1 is the one loaded at start-up).",
+            &[("", self.generation)],
+        );
+        metric(
+            "warden_policy_chain_loaded_timestamp_seconds",
+            "gauge",
+            "When the live policy chain went live, in seconds since the epoch.",
+            &[("", self.loaded_at_ms / 1000)],
+        );
+        metric(
+            "warden_policy_chain_plugins",
+            "gauge",
+            "Plugins in the live policy chain.",
+            &[("", self.plugins.len() as u64)],
+        );
+        metric(
+            "warden_policy_reloads_total",
+            "counter",
+            "Policy chain reloads since start-up, by outcome (a failed one kept the old chain).",
+            &[("{outcome=\"succeeded\"}", self.reloads), ("{outcome=\"failed\"}", self.failures)],
+        );
+        if let Some((hits, misses)) = self.compile_cache {
+            metric(
+                "warden_compile_cache_lookups_total",
+                "counter",
+                "Components looked up in the on-disk compile cache since start-up: found, or compiled and stored.",
+                &[("{result=\"hit\"}", hits as u64), ("{result=\"miss\"}", misses as u64)],
+            );
+        }
+        out
     }
 }
 
@@ -73,17 +122,38 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     engine: Engine,
     file: PathBuf,
+    trust: Trust,
     status: Mutex<Status>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
-fn describe(chain: &Chain) -> Vec<(String, String, String)> {
-    chain.links().iter().map(|l| (l.plugin.name().to_owned(), l.source.clone(), l.plugin.digest().to_owned())).collect()
+/// Each plugin: name, source, component digest, and for a pack plugin the
+/// pack's name, version, publisher, digest and signer.
+fn describe(chain: &Chain) -> Vec<Value> {
+    let pack = |pack: &Pack| {
+        json!({
+            "name": pack.manifest.name,
+            "version": pack.manifest.version,
+            "publisher": pack.manifest.publisher,
+            "sha256": pack.digest,
+            "signer": pack.signer.to_string(),
+        })
+    };
+    let plugin = |link: &crate::chain::Link| {
+        json!({
+            "name": link.plugin.name(),
+            "source": link.source,
+            "sha256": link.plugin.digest(),
+            "pack": link.pack.as_deref().map(pack),
+        })
+    };
+    chain.links().iter().map(plugin).collect()
 }
 
 impl Reloader {
-    /// A reloader for `gateway`, whose live chain came from `file`.
-    pub fn new(gateway: Arc<Gateway>, engine: Engine, file: PathBuf) -> Arc<Self> {
+    /// A reloader for `gateway`, whose live chain came from `file`; every
+    /// reload admits packs under the same `trust` as start-up did.
+    pub fn new(gateway: Arc<Gateway>, engine: Engine, file: PathBuf, trust: Trust) -> Arc<Self> {
         let live = gateway.chain();
         let status = Status {
             generation: live.generation,
@@ -91,20 +161,20 @@ impl Reloader {
             plugins: describe(&live.chain),
             ..Status::default()
         };
-        Arc::new(Self { gateway, engine, file, status: Mutex::new(status), one_at_a_time: Default::default() })
+        Arc::new(Self { gateway, engine, file, trust, status: Mutex::new(status), one_at_a_time: Default::default() })
     }
 
     /// What is live now.
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap().clone()
+        Status { compile_cache: self.engine.disk_cache_stats(), ..self.status.lock().unwrap().clone() }
     }
 
     /// Reload now; returns the new generation, or why the old chain stays.
     pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
         let _one = self.one_at_a_time.lock().await;
-        let (engine, file) = (self.engine.clone(), self.file.clone());
+        let (engine, file, trust) = (self.engine.clone(), self.file.clone(), self.trust.clone());
         let built = tokio::task::spawn_blocking(move || -> Result<Chain, String> {
-            let chain = config::chain::load(&engine, &file).map_err(|e| e.to_string().trim_end().to_owned())?;
+            let chain = config::chain::load(&engine, &file, &trust).map_err(|e| e.to_string().trim_end().to_owned())?;
             smoke_test(&chain)?;
             Ok(chain)
         })
@@ -131,13 +201,13 @@ impl Reloader {
         }
     }
 
-    /// Watch the chain file and its components; reload on change. Lives as
-    /// long as the returned watcher.
-    pub fn watch(self: &Arc<Self>) -> Result<notify::RecommendedWatcher, String> {
+    /// Watch the chain file, its components and its packs; reload on
+    /// change. Watching lasts as long as the returned [`Watch`].
+    pub fn watch(self: &Arc<Self>) -> Result<Watch, String> {
         let (events, mut changed) = mpsc::unbounded_channel::<()>();
         let watched = Arc::new(Mutex::new(self.watched_files()));
         let relevant = Arc::clone(&watched);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             // Only changes: a reload reads these files, and reacting to
             // those reads would reload forever.
@@ -150,34 +220,61 @@ impl Reloader {
             }
         })
         .map_err(|e| format!("cannot watch files: {e}"))?;
-        let folders: HashSet<PathBuf> =
-            watched.lock().unwrap().iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-        for folder in &folders {
-            watcher
-                .watch(folder, RecursiveMode::NonRecursive)
-                .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
-        }
+        let watch = Watch { watcher: Arc::new(Mutex::new(watcher)), folders: Arc::default() };
+        watch.add_folders(&watched.lock().unwrap())?;
         let reloader = Arc::clone(self);
+        let (watcher, folders) = (Arc::downgrade(&watch.watcher), Arc::clone(&watch.folders));
         tokio::spawn(async move {
             while changed.recv().await.is_some() {
                 // Debounce: wait until the files have been quiet for a moment.
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
                 let _ = reloader.reload("file change").await;
-                // The chain may now name other components.
-                *watched.lock().unwrap() = reloader.watched_files();
+                // The chain may now name other components, in other folders.
+                let files = reloader.watched_files();
+                if let Some(watcher) = watcher.upgrade()
+                    && let Err(error) = (Watch { watcher, folders: Arc::clone(&folders) }).add_folders(&files)
+                {
+                    tracing::warn!(%error, "changes there will not reload the chain; use SIGHUP or POST /admin/reload");
+                }
+                *watched.lock().unwrap() = files;
             }
         });
-        Ok(watcher)
+        Ok(watch)
     }
 
     /// The chain file and the component files it names (absolute).
     fn watched_files(&self) -> HashSet<PathBuf> {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let mut files: HashSet<PathBuf> = HashSet::from([absolute(&self.file)]);
-        if let Ok(spec) = config::chain::parse_file(&self.file) {
+        if let Ok(spec) = config::chain::parse_file(&self.file, &self.trust) {
             files.extend(spec.watched_files().iter().map(|f| absolute(f)));
         }
         files
+    }
+}
+
+/// File watching for one reloader; stops when dropped.
+pub struct Watch {
+    watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+    folders: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl Watch {
+    /// Watch the folders of `files` not watched yet (folders, because editors
+    /// and deploy tools replace files rather than write them).
+    fn add_folders(&self, files: &HashSet<PathBuf>) -> Result<(), String> {
+        let mut folders = self.folders.lock().unwrap();
+        for folder in files.iter().filter_map(|f| f.parent()) {
+            if !folders.contains(folder) {
+                self.watcher
+                    .lock()
+                    .unwrap()
+                    .watch(folder, RecursiveMode::NonRecursive)
+                    .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
+                folders.insert(folder.to_path_buf());
+            }
+        }
+        Ok(())
     }
 }
 

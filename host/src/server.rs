@@ -26,7 +26,7 @@ pub struct Built {
     /// Reloads the chain; `None` without a `[policy] chain`.
     pub reloader: Option<Arc<Reloader>>,
     /// Keeps the chain's files watched while alive.
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<crate::reload::Watch>,
 }
 
 /// Build the gateway a config describes (upstreams start connecting), with
@@ -35,7 +35,10 @@ pub struct Built {
 pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
     let engine = Engine::new(&config.engine)?;
     let gateway = gateway(config, &engine)?;
-    let reloader = config.chain.as_ref().map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone()));
+    let reloader = config
+        .chain
+        .as_ref()
+        .map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone(), config.trust.clone()));
     let watcher = match (&reloader, config.watch) {
         (Some(reloader), true) => Some(reloader.watch().map_err(anyhow::Error::msg)?),
         _ => None,
@@ -48,7 +51,7 @@ pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
 fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyhow::Error> {
     crate::tls::trust(&config.tls_roots);
     let chain = match &config.chain {
-        Some(file) => chain_config::load(engine, file)?,
+        Some(file) => chain_config::load(engine, file, &config.trust)?,
         None => {
             tracing::warn!("no [policy] chain configured: every call is allowed");
             Chain::default()
@@ -137,7 +140,7 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
 pub fn load_config(path: &Path) -> Result<GatewayConfig, ConfigError> {
     let config = crate::config::gateway::parse_file(path)?;
     if let Some(chain) = &config.chain {
-        chain_config::parse_file(chain)?;
+        chain_config::parse_file(chain, &config.trust)?;
     }
     Ok(config)
 }

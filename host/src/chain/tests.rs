@@ -15,7 +15,7 @@ fn link(name: &str, config: Value, fail_open: bool) -> Link {
 
 fn link_with(name: &str, config: Value, fail_open: bool, limits: Limits) -> Link {
     let plugin = engine().load(name, hostile_bytes(), limits).unwrap();
-    Link { plugin, config_json: config.to_string(), fail_open, source: "test".into() }
+    Link { plugin, config_json: config.to_string(), fail_open, source: "test".into(), pack: None }
 }
 
 fn behave(name: &str, behavior: &str) -> Link {
@@ -114,7 +114,7 @@ fn rbac_link() -> Link {
     let config = json!({"roles": {"analyst": {"allow": ["*/query_*"]}}});
     let plugin = engine().load("rbac", crate::builtin::bytes("rbac").unwrap(), Limits::default()).unwrap();
     plugin.validate_config(&config.to_string()).unwrap();
-    Link { plugin, config_json: config.to_string(), fail_open: false, source: "builtin:rbac".into() }
+    Link { plugin, config_json: config.to_string(), fail_open: false, source: "builtin:rbac".into(), pack: None }
 }
 
 #[test]

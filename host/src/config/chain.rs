@@ -16,16 +16,25 @@
 //! limits = { fuel = 5_000_000 } # overrides [limits] for this plugin
 //! [plugin.config]               # handed to the plugin as JSON
 //! default = "deny"
+//!
+//! [[plugin]]                    # a plugin from a policy pack (see `pack`)
+//! name = "read-only"
+//! pack = "packs/acme-1.2.0"     # the pack's folder, relative to this file
+//! pack_plugin = "read-only"     # which of its plugins (default: this name)
+//! # limits: the pack's recommended ones over [limits], then these over both;
+//! # config: the pack's default unless this entry has its own.
 //! ```
 //!
 //! Loading parses the file (every structural problem at once), checks names,
-//! sources and limits, then compiles each plugin and has it validate its own
-//! config; problems from all plugins are reported together.
+//! sources and limits, opens each pack under the gateway's trust policy, then
+//! compiles each plugin and has it validate its own config; problems from all
+//! plugins are reported together.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -34,25 +43,42 @@ use crate::{
     builtin,
     chain::{Chain, Link},
     engine::{Engine, Limits, LoadError},
+    pack::{Pack, Trust},
 };
 
 /// Where a plugin's component comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     /// A reference policy compiled into the gateway.
     Builtin(String),
     /// A component file.
     File(PathBuf),
+    /// A plugin of a policy pack, opened (and its signature checked).
+    Pack {
+        /// The pack.
+        pack: Arc<Pack>,
+        /// The plugin's name in the pack.
+        plugin: String,
+    },
 }
 
 impl Source {
-    /// The component's bytes.
-    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+    /// The component's bytes; a pack's are checked against its manifest.
+    pub fn read(&self) -> Result<Vec<u8>, String> {
         match self {
-            Source::Builtin(name) => builtin::bytes(name)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no builtin {name}"))),
-            Source::File(path) => fs::read(path),
+            Source::Builtin(name) => {
+                builtin::bytes(name).map(<[u8]>::to_vec).ok_or_else(|| format!("no builtin {name}"))
+            }
+            Source::File(path) => fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+            Source::Pack { pack, plugin } => pack.component(plugin),
+        }
+    }
+
+    /// The pack the component comes from, if any.
+    pub fn pack(&self) -> Option<&Arc<Pack>> {
+        match self {
+            Source::Pack { pack, .. } => Some(pack),
+            _ => None,
         }
     }
 }
@@ -62,6 +88,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Builtin(name) => write!(f, "builtin:{name}"),
             Source::File(path) => write!(f, "{}", path.display()),
+            Source::Pack { pack, plugin } => write!(f, "pack:{pack}/{plugin}"),
         }
     }
 }
@@ -91,21 +118,24 @@ pub struct ChainSpec {
 }
 
 impl ChainSpec {
-    /// Files whose change should reload the chain: the chain file and every
-    /// component file it names.
+    /// Files whose change should reload the chain: the chain file, every
+    /// component file it names, and the manifests, signatures and components
+    /// of the packs it uses.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let components = self.plugins.iter().filter_map(|p| match &p.source {
-            Source::File(path) => Some(path.clone()),
-            Source::Builtin(_) => None,
+        let components = self.plugins.iter().flat_map(|p| match &p.source {
+            Source::File(path) => vec![path.clone()],
+            Source::Pack { pack, .. } => pack.files(),
+            Source::Builtin(_) => Vec::new(),
         });
         std::iter::once(self.file.clone()).chain(components).collect()
     }
 }
 
-/// Read and validate a chain file (without compiling anything).
-pub fn parse_file(path: &Path) -> Result<ChainSpec, ConfigError> {
+/// Read and validate a chain file (without compiling anything), opening the
+/// packs it uses under `trust`.
+pub fn parse_file(path: &Path, trust: &Trust) -> Result<ChainSpec, ConfigError> {
     match fs::read_to_string(path) {
-        Ok(text) => parse(&text, path),
+        Ok(text) => parse(&text, path, trust),
         Err(e) => {
             let mut problems = Problems::new(path);
             problems.push("", format!("cannot read the file: {e}"));
@@ -115,7 +145,7 @@ pub fn parse_file(path: &Path) -> Result<ChainSpec, ConfigError> {
 }
 
 /// Validate chain file text; relative sources resolve against `path`'s folder.
-pub fn parse(text: &str, path: &Path) -> Result<ChainSpec, ConfigError> {
+pub fn parse(text: &str, path: &Path, trust: &Trust) -> Result<ChainSpec, ConfigError> {
     let mut problems = Problems::new(path);
     let table: toml::Table = match toml::from_str(text) {
         Ok(table) => table,
@@ -133,6 +163,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ChainSpec, ConfigError> {
 
     let mut names = HashSet::new();
     let mut plugins = Vec::new();
+    let mut packs: HashMap<PathBuf, Option<Arc<Pack>>> = HashMap::new();
     for mut entry in root.tables("plugin", &mut problems) {
         let name: Option<String> = entry.require("name", &mut problems);
         if let Some(name) = &name {
@@ -142,17 +173,80 @@ pub fn parse(text: &str, path: &Path) -> Result<ChainSpec, ConfigError> {
                 problems.push(entry.path_of("name"), format!("{name:?} is used by an earlier plugin"));
             }
         }
-        let source = entry.require::<String>("source", &mut problems).and_then(|source| {
-            let at = entry.path_of("source");
-            resolve_source(&source, base).map_err(|message| problems.push(at, message)).ok()
+        let (source, pack) = (entry.get::<String>("source", &mut problems), entry.get::<String>("pack", &mut problems));
+        let pack_plugin = entry.get::<String>("pack_plugin", &mut problems);
+        let source = match (source, pack) {
+            (Some(_), Some(_)) => {
+                problems.push(entry.path_of("pack"), "give `source` or `pack`, not both");
+                None
+            }
+            (None, None) => {
+                problems.push(entry.path_of("source"), "is required (or `pack`)");
+                None
+            }
+            (Some(source), None) => {
+                let at = entry.path_of("source");
+                match resolve_source(&source, base) {
+                    Ok(Source::File(_)) if trust.require_signed => {
+                        problems.push(
+                            at,
+                            "require_signed is on, so a loose component cannot load: ship it in a signed pack (`warden pack build` and `warden pack sign`)",
+                        );
+                        None
+                    }
+                    Ok(source) => Some(source),
+                    Err(message) => {
+                        problems.push(at, message);
+                        None
+                    }
+                }
+            }
+            (None, Some(dir)) => {
+                let dir = base.join(dir);
+                let pack = packs
+                    .entry(dir.clone())
+                    .or_insert_with(|| match Pack::open(&dir, trust) {
+                        Ok(pack) => Some(Arc::new(pack)),
+                        Err(refused) => {
+                            problems.push(entry.path_of("pack"), format!("{} refused:", dir.display()));
+                            problems.extend(refused);
+                            None
+                        }
+                    })
+                    .clone();
+                match (pack, pack_plugin.or_else(|| name.clone())) {
+                    (Some(pack), Some(plugin)) if pack.manifest.plugin(&plugin).is_some() => {
+                        Some(Source::Pack { pack, plugin })
+                    }
+                    (Some(pack), Some(plugin)) => {
+                        let known: Vec<&str> = pack.manifest.plugins.iter().map(|p| p.name.as_str()).collect();
+                        problems.push(
+                            entry.path_of("pack_plugin"),
+                            format!("pack {pack} has no plugin {plugin:?} (it has: {})", known.join(", ")),
+                        );
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let packed = source.as_ref().and_then(|s| match s {
+            Source::Pack { pack, plugin } => pack.manifest.plugin(plugin),
+            _ => None,
         });
         let fail_open = entry.get("fail_open", &mut problems).unwrap_or(false);
-        let limits = match entry.table("limits", &mut problems) {
-            Some(table) => limits(table, defaults, &mut problems),
+        // Limits: [limits], then the pack's recommendation, then this entry's.
+        let base_limits = match packed.and_then(|p| p.limits.as_ref()) {
+            // Pack::open has already checked them.
+            Some(recommended) => limits(Table::root(recommended), defaults, &mut Problems::new(path)),
             None => defaults,
         };
+        let limits = match entry.table("limits", &mut problems) {
+            Some(table) => limits(table, base_limits, &mut problems),
+            None => base_limits,
+        };
         let config_json = match entry.raw("config") {
-            None => "{}".to_owned(),
+            None => to_json(packed.and_then(|p| p.config.as_ref()).unwrap_or(&toml::Table::new())).to_string(),
             Some(toml::Value::Table(table)) => to_json(table).to_string(),
             Some(other) => {
                 problems.push(entry.path_of("config"), format!("expected a table, found {}", other.type_str()));
@@ -195,7 +289,7 @@ fn resolve_source(source: &str, base: &Path) -> Result<Source, String> {
 }
 
 /// Overlay a `limits` table on `base`, recording zero or absurd values.
-fn limits(mut table: Table<'_>, base: Limits, problems: &mut Problems) -> Limits {
+pub(crate) fn limits(mut table: Table<'_>, base: Limits, problems: &mut Problems) -> Limits {
     let mut read = |key: &'static str, max: u64| -> Option<u64> {
         let value: u64 = table.get(key, problems)?;
         let message = match value {
@@ -246,7 +340,8 @@ pub fn build(engine: &Engine, spec: &ChainSpec) -> Result<Chain, ConfigError> {
         let bytes = match plugin.source.read() {
             Ok(bytes) => bytes,
             Err(e) => {
-                problems.push(format!("{at}.source"), format!("cannot read {}: {e}", plugin.source));
+                let field = if plugin.source.pack().is_some() { "pack" } else { "source" };
+                problems.push(format!("{at}.{field}"), e);
                 continue;
             }
         };
@@ -260,6 +355,7 @@ pub fn build(engine: &Engine, spec: &ChainSpec) -> Result<Chain, ConfigError> {
                 config_json: plugin.config_json.clone(),
                 fail_open: plugin.fail_open,
                 source: plugin.source.to_string(),
+                pack: plugin.source.pack().cloned(),
             }),
             Err(LoadError::Config { problems: list, .. }) => {
                 for problem in list {
@@ -272,9 +368,9 @@ pub fn build(engine: &Engine, spec: &ChainSpec) -> Result<Chain, ConfigError> {
     problems.finish(Chain::new(links))
 }
 
-/// Parse, validate and compile a chain file.
-pub fn load(engine: &Engine, path: &Path) -> Result<Chain, ConfigError> {
-    build(engine, &parse_file(path)?)
+/// Parse, validate and compile a chain file, admitting packs under `trust`.
+pub fn load(engine: &Engine, path: &Path, trust: &Trust) -> Result<Chain, ConfigError> {
+    build(engine, &parse_file(path, trust)?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@
 //! [policy]
 //! chain = "policies/default.toml"
 //! watch = true                  # reload when the chain file or a component changes
+//! require_signed = false        # true: only signed packs (and builtins) load
+//! trusted_keys = ["keys/acme.pub"]       # minisign public keys of pack publishers
+//! revoked_keys = ["8A2B4C6D8E0F1A2B"]     # key ids refused even if trusted
+//! revoked_packs = ["sha256:…"]           # pack digests refused whoever signed them
 //!
 //! [admin]                       # GET /admin/status, POST /admin/reload
 //! role = "warden-admin"         # callers with this role may use them (absent: no admin endpoints)
@@ -32,6 +36,8 @@
 //! [engine]
 //! max_instances = 256
 //! max_memory_mib = 1024
+//! cache = true                  # keep compiled plugins between runs (wasmtime's cache)
+//! cache_dir = "/var/cache/warden"   # default: $XDG_CACHE_HOME/warden/compiled or ~/.cache/…
 //!
 //! [anonymous]                   # requests without credentials (loopback only)
 //! subject = "local-dev"
@@ -96,7 +102,8 @@ use super::{
 use crate::{
     auth::{ApiKey, Principal},
     catalog::{Naming, NamingMode},
-    engine::EngineSettings,
+    engine::{CompileCache, EngineSettings},
+    pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
     upstream::{
         EraChoice, Transport, UpstreamSpec,
         credentials::{Credentials, Secret},
@@ -151,6 +158,8 @@ pub struct GatewayConfig {
     pub chain: Option<PathBuf>,
     /// Reload the chain when its files change.
     pub watch: bool,
+    /// Which policy packs may load. Fixed at start-up: reloads cannot change it.
+    pub trust: Trust,
     /// The role that may use the admin endpoints, if they are on.
     pub admin_role: Option<String>,
     /// Name formation.
@@ -169,6 +178,42 @@ pub struct GatewayConfig {
     pub upstreams: Vec<UpstreamConfig>,
     /// CA certificates (DER) trusted for outgoing https besides the Mozilla roots.
     pub tls_roots: Vec<Vec<u8>>,
+}
+
+/// The trust policy for policy packs, from the `[policy]` table.
+fn trust_policy(t: &mut Table<'_>, base: &Path, problems: &mut Problems) -> Trust {
+    let require_signed = t.get("require_signed", problems).unwrap_or(false);
+    let mut keys: Vec<TrustedKey> = Vec::new();
+    for file in t.get::<Vec<String>>("trusted_keys", problems).unwrap_or_default() {
+        match TrustedKey::from_file(&base.join(&file)) {
+            Ok(key) if keys.iter().any(|k| k.id == key.id) => {
+                problems.push(t.path_of("trusted_keys"), format!("key {} ({file}) is listed twice", key.id));
+            }
+            Ok(key) => keys.push(key),
+            Err(e) => problems.push(t.path_of("trusted_keys"), e),
+        }
+    }
+    let mut revoked = |key: &'static str, normalise: fn(&str) -> Option<String>, what: &str| {
+        let mut set = std::collections::BTreeSet::new();
+        for value in t.get::<Vec<String>>(key, problems).unwrap_or_default() {
+            match normalise(&value) {
+                Some(v) => {
+                    set.insert(v);
+                }
+                None => problems.push(t.path_of(key), format!("{value:?} is not {what}")),
+            }
+        }
+        set
+    };
+    let revoked_keys = revoked("revoked_keys", normalise_key_id, "a key id (16 hex digits)");
+    let revoked_packs = revoked("revoked_packs", normalise_digest, "a pack digest (sha256: and 64 hex digits)");
+    if require_signed && keys.iter().all(|k| revoked_keys.contains(&k.id)) {
+        problems.push(
+            t.path_of("trusted_keys"),
+            "require_signed is on but no key is trusted (and not revoked): no pack could load",
+        );
+    }
+    Trust { require_signed, keys, revoked_keys, revoked_packs }
 }
 
 /// Read and validate a gateway config file.
@@ -216,9 +261,11 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => SessionSettings { idle_timeout: Duration::from_secs(1800), max: 10_000, history: 32 },
     };
     let mut watch = true;
+    let mut trust = Trust::default();
     let chain = root.table("policy", &mut problems).and_then(|mut t| {
         let chain = t.require::<String>("chain", &mut problems).map(|c| base.join(c));
         watch = t.get("watch", &mut problems).unwrap_or(true);
+        trust = trust_policy(&mut t, base, &mut problems);
         if let Some(file) = &chain
             && !file.is_file()
         {
@@ -249,9 +296,20 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
     let engine = match root.table("engine", &mut problems) {
         Some(mut t) => {
             let defaults = EngineSettings::default();
+            let enabled = t.get::<bool>("cache", &mut problems).unwrap_or(true);
+            let cache = match (enabled, t.get::<String>("cache_dir", &mut problems)) {
+                (true, None) => CompileCache::User,
+                (true, Some(dir)) => CompileCache::Dir(base.join(dir)),
+                (false, None) => CompileCache::Off,
+                (false, Some(_)) => {
+                    problems.push(t.path_of("cache_dir"), "is set but cache = false");
+                    CompileCache::Off
+                }
+            };
             let settings = EngineSettings {
                 max_instances: t.get("max_instances", &mut problems).unwrap_or(defaults.max_instances),
                 max_memory_mib: t.get("max_memory_mib", &mut problems).unwrap_or(defaults.max_memory_mib),
+                cache,
             };
             t.finish(&mut problems);
             settings
@@ -346,6 +404,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         sessions,
         chain,
         watch,
+        trust,
         admin_role,
         naming,
         engine,

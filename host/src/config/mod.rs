@@ -8,7 +8,7 @@
 pub mod chain;
 pub mod gateway;
 pub mod identity;
-mod read;
+pub(crate) mod read;
 
 use std::{fmt, path::PathBuf};
 
@@ -66,6 +66,11 @@ impl Problems {
     /// Record a problem at `path` (empty for the whole file).
     pub fn push(&mut self, path: impl Into<String>, message: impl fmt::Display) {
         self.list.push(Problem { file: self.file.clone(), path: path.into(), message: message.to_string() });
+    }
+
+    /// Record every problem of another error (from another file, say).
+    pub fn extend(&mut self, error: ConfigError) {
+        self.list.extend(error.problems);
     }
 
     /// The recorded problems as an error. Call only after recording one.

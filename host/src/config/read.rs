@@ -23,6 +23,11 @@ impl<'a> Table<'a> {
         Self { table, path: String::new(), known: Vec::new() }
     }
 
+    /// The table itself, as it is.
+    pub(crate) fn inner(&self) -> &'a toml::Table {
+        self.table
+    }
+
     /// The path of `key` in this table, as problems name it.
     pub(crate) fn path_of(&self, key: &str) -> String {
         if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }

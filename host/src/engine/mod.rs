@@ -8,6 +8,7 @@
 //! The safe defaults for all of this live here and nowhere else.
 
 mod bindings;
+mod cache;
 mod error;
 mod plugin;
 mod store;
@@ -19,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
 use wasmtime::{
     Config, InstanceAllocationStrategy, PoolingAllocationConfig,
     component::{Component, Linker},
@@ -29,6 +29,7 @@ pub use bindings::types::{
     Call, CallVerdict, Denial, ListRequest, ListVerdict, ListedTool, PastCall, Principal, ResultVerdict, Rewrite,
     Target, TargetKind, ToolAnnotations,
 };
+pub use cache::CompileCache;
 pub use error::{Failure, Hook, LoadError, PluginError};
 pub use plugin::{Hooks, Invocation, Plugin};
 use store::StoreState;
@@ -69,19 +70,20 @@ impl Default for Limits {
 }
 
 /// Process-wide engine settings (the `[engine]` table of the gateway config).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineSettings {
     /// How many plugin instances may be alive at once across all requests.
     pub max_instances: u32,
     /// The largest linear memory any plugin may be given, in MiB; per-plugin
     /// memory limits must fit under it.
     pub max_memory_mib: u32,
+    /// Where compiled code is kept between runs.
+    pub cache: CompileCache,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { max_instances: 256, max_memory_mib: 1024 }
+        Self { max_instances: 256, max_memory_mib: 1024, cache: CompileCache::default() }
     }
 }
 
@@ -96,6 +98,7 @@ struct EngineInner {
     linker: Linker<StoreState>,
     settings: EngineSettings,
     compiled: Mutex<CompiledCache>,
+    disk_cache: Option<wasmtime::Cache>,
 }
 
 /// Least-recently-inserted eviction is enough: entries are few and cheap to rebuild.
@@ -150,6 +153,8 @@ impl Engine {
             .wasm_component_model(true)
             .max_wasm_stack(1 << 20)
             .parallel_compilation(true);
+        let disk_cache = cache::open(&settings.cache).map_err(LoadError::Engine)?;
+        config.cache(disk_cache.clone());
         let wasmtime = wasmtime::Engine::new(&config).map_err(engine_error)?;
 
         let mut linker = Linker::new(&wasmtime);
@@ -168,13 +173,25 @@ impl Engine {
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
         Ok(Self {
-            inner: Arc::new(EngineInner { wasmtime, linker, settings: settings.clone(), compiled: Mutex::default() }),
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                settings: settings.clone(),
+                compiled: Mutex::default(),
+                disk_cache,
+            }),
         })
     }
 
     /// The settings the engine was built with.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Components found compiled in the on-disk cache, and those compiled
+    /// (and stored there) since the engine started; `None` without a cache.
+    pub fn disk_cache_stats(&self) -> Option<(usize, usize)> {
+        self.inner.disk_cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Compile a component and prepare it for per-call instantiation. This is

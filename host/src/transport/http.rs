@@ -392,13 +392,15 @@ fn insufficient_scope(auth: &Authenticator, id: Value, missing: Vec<String>) -> 
     response
 }
 
-/// `GET /admin/status` (the live chain and reload counts) and `POST
-/// /admin/reload`, for callers with the admin role; `None` (404) when the
-/// admin endpoints are off.
+/// `GET /admin/status` (the live chain and reload counts), `GET
+/// /admin/metrics` (the same counts for Prometheus) and `POST /admin/reload`,
+/// for callers with the admin role; `None` (404) when the admin endpoints are
+/// off.
 async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>) -> Option<Response<Body>> {
     let (role, reloader) = state.admin.as_ref()?;
     let action = match (request.method(), request.uri().path()) {
         (&Method::GET, "/admin/status") => "status",
+        (&Method::GET, "/admin/metrics") => "metrics",
         (&Method::POST, "/admin/reload") => "reload",
         _ => return None,
     };
@@ -416,6 +418,11 @@ async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>)
     }
     Some(match action {
         "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
+        "metrics" => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(full(reloader.status().to_prometheus()))
+            .expect("a valid response"),
         _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
             Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
             Err(error) => {

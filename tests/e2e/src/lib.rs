@@ -248,6 +248,18 @@ impl Warden {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the log comes to contain `text` within a few seconds (its
+    /// lines arrive through a pipe, a moment after the event).
+    pub async fn logged(&self, text: &str) -> bool {
+        for _ in 0..100 {
+            if self.log().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Send an HTTP request to the MCP endpoint and read the whole answer.
     pub async fn send(&self, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
         self.send_to(&self.url, method, headers, body).await
@@ -257,6 +269,13 @@ impl Warden {
     pub async fn get(&self, path_and_query: &str) -> Reply {
         let base = self.url.trim_end_matches("/mcp");
         self.send_to(&format!("{base}{path_and_query}"), Method::GET, &[], "").await
+    }
+
+    /// `GET /admin/status` (the config must give its caller the `[admin] role`).
+    pub async fn admin_status(&self) -> Value {
+        let reply = self.get("/admin/status").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        serde_json::from_str(&reply.body).unwrap()
     }
 
     /// Send an HTTP request to `url` on the gateway and read the whole answer.

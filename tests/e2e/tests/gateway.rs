@@ -377,7 +377,7 @@ url = "http://127.0.0.1:{dead}/mcp"
         names,
         ["echo", "crash", "flaky__hang", "log", "ask", "env", "ok", "garbage", "web__hang", "progress", "headers"]
     );
-    assert!(warden.log().contains("tool \"hang\" is offered by several upstreams"), "the collision is reported");
+    assert!(warden.logged("tool \"hang\" is offered by several upstreams").await, "the collision is reported");
 
     let echo = call(2, "echo").await;
     assert_eq!(echo["result"]["content"][0]["text"], "{\"n\": 2}");

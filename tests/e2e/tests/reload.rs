@@ -13,7 +13,7 @@ use std::{
 };
 
 use e2e::{Scratch, Warden, bin};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A built policy component.
 fn component(name: &str) -> PathBuf {
@@ -102,12 +102,6 @@ async fn version(warden: &Warden, id: u64) -> Result<String, String> {
     Err(format!("not decided by one version: {text}"))
 }
 
-async fn status(warden: &Warden) -> Value {
-    let reply = warden.get("/admin/status").await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    serde_json::from_str(&reply.body).unwrap()
-}
-
 /// Poll until `want` serves (bounded); how long it took.
 async fn until_serving(warden: &Warden, want: &str) -> Duration {
     let started = Instant::now();
@@ -161,7 +155,7 @@ async fn fifty_swaps_under_load_fail_no_call_and_never_mix_versions() {
         errors.extend(task.await.unwrap());
     }
     assert!(errors.is_empty(), "{} failed or mixed calls, e.g. {:?}", errors.len(), &errors[..errors.len().min(3)]);
-    let status = status(&warden).await;
+    let status = warden.admin_status().await;
     assert_eq!(status["reloads"]["failed"], 0, "{status}");
     assert!(status["reloads"]["succeeded"].as_u64().unwrap() >= 50, "{status}");
     latencies.sort();
@@ -219,9 +213,9 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
         replace(&chain_file, chain("A").as_bytes());
         assert_eq!(reload().await.status, 200);
     }
-    let counted = status(&warden).await;
+    let counted = warden.admin_status().await;
     assert!(counted["reloads"]["failed"].as_u64().unwrap() >= 4, "{counted}");
-    assert!(warden.log().contains("policy chain reload refused"), "refusals are logged");
+    assert!(warden.logged("policy chain reload refused").await, "refusals are logged");
 
     // Without watching, a changed file waits for a trigger; SIGHUP is one.
     replace(&chain_file, chain("B").as_bytes());
@@ -230,7 +224,7 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
     let pid = warden.pid().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     until_serving(&warden, "B").await;
-    let live = status(&warden).await;
+    let live = warden.admin_status().await;
     assert_eq!(live["chain"]["plugins"][0]["name"], "first", "{live}");
     assert_eq!(live["chain"]["plugins"][0]["sha256"].as_str().map(str::len), Some(64), "{live}");
 

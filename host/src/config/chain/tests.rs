@@ -6,7 +6,7 @@ use super::*;
 use crate::engine::tests::engine;
 
 fn parse_str(text: &str) -> Result<ChainSpec, ConfigError> {
-    parse(text, Path::new("/etc/warden/chain.toml"))
+    parse(text, Path::new("/etc/warden/chain.toml"), &Trust::default())
 }
 
 fn messages(error: ConfigError) -> Vec<String> {
@@ -75,8 +75,8 @@ fn every_structural_problem_is_reported_at_once() {
         messages(error),
         [
             "limits.fuel: invalid type: string \"lots\", expected u64",
-            "plugin[0].source: is required",
-            "plugin[0].sorce: unknown field; expected one of `name`, `source`, `fail_open`, `limits`, `config`",
+            "plugin[0].source: is required (or `pack`)",
+            "plugin[0].sorce: unknown field; expected one of `name`, `source`, `pack`, `pack_plugin`, `fail_open`, `limits`, `config`",
             "plugin[1].name: invalid type: integer `7`, expected a string",
             "plugin[1].fail_open: invalid type: string \"yes\", expected a boolean",
             "bogus: unknown field; expected one of `limits`, `plugin`",
@@ -143,7 +143,9 @@ fn a_file_that_is_not_a_component_is_reported_with_its_plugin() {
     let dir = std::env::temp_dir().join(format!("warden-chain-test-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("junk.wasm"), b"not wasm").unwrap();
-    let spec = parse("[[plugin]]\nname = \"junk\"\nsource = \"junk.wasm\"\n", &dir.join("chain.toml")).unwrap();
+    let spec =
+        parse("[[plugin]]\nname = \"junk\"\nsource = \"junk.wasm\"\n", &dir.join("chain.toml"), &Trust::default())
+            .unwrap();
     assert_eq!(spec.watched_files(), [dir.join("chain.toml"), dir.join("junk.wasm")]);
     let messages = messages(build(engine(), &spec).unwrap_err());
     assert!(
@@ -165,4 +167,14 @@ fn syntax_errors_say_where() {
 fn toml_values_become_json() {
     let table: toml::Table = toml::from_str("a = 1\nb = [true, 1.5]\nc = { d = 1979-05-27T07:32:00Z }").unwrap();
     assert_eq!(to_json(&table), serde_json::json!({"a": 1, "b": [true, 1.5], "c": {"d": "1979-05-27T07:32:00Z"}}));
+}
+
+#[test]
+fn a_plugin_comes_from_a_source_or_a_pack_not_both() {
+    let error = parse_str("[[plugin]]\nname = \"a\"\nsource = \"builtin:rbac\"\npack = \"packs/acme\"\n").unwrap_err();
+    assert_eq!(messages(error), ["plugin[0].pack: give `source` or `pack`, not both"]);
+    let error = parse_str("[[plugin]]\nname = \"a\"\npack = \"no-such-pack\"\n").unwrap_err();
+    let found = messages(error);
+    assert_eq!(found[0], "plugin[0].pack: /etc/warden/no-such-pack refused:");
+    assert!(found[1].starts_with(": cannot read the pack manifest"), "{found:?}");
 }

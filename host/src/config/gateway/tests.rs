@@ -183,3 +183,49 @@ fn identity_problems_are_reported_with_their_paths() {
         assert!(messages.iter().any(|m| m.starts_with(expected)), "missing {expected:?} in {messages:#?}");
     }
 }
+
+#[test]
+fn the_trust_policy_and_compile_cache_load_and_their_problems_are_reported() {
+    let dir = std::env::temp_dir().join(format!("warden-trust-config-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("chain.toml"), "").unwrap();
+    let key = crate::pack::keygen(&dir.join("acme"), None).unwrap();
+    let head = format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n[policy]\nchain = \"chain.toml\"\n");
+    let digest = "AB".repeat(32);
+
+    let good = format!(
+        "{head}require_signed = true\ntrusted_keys = [\"acme.pub\"]\nrevoked_packs = [\"sha256:{digest}\"]\n\
+         [engine]\ncache_dir = \"compiled\"\n"
+    );
+    let config = parse(&good, &dir.join("warden.toml")).unwrap();
+    assert!(config.trust.require_signed);
+    assert_eq!(config.trust.keys[0].id, key.key_id);
+    assert_eq!(config.trust.revoked_packs.iter().next().unwrap(), &digest.to_ascii_lowercase());
+    assert_eq!(config.engine.cache, CompileCache::Dir(dir.join("compiled")));
+    assert_eq!(
+        parse_str(&format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n")).unwrap().engine.cache,
+        CompileCache::User
+    );
+
+    let bad = format!(
+        "{head}require_signed = true\ntrusted_keys = [\"acme.pub\", \"missing.pub\", \"chain.toml\"]\n\
+         revoked_keys = [\"abc\", \"{}\"]\nrevoked_packs = [\"md5:x\"]\n[engine]\ncache = false\ncache_dir = \"x\"\n",
+        key.key_id.to_ascii_lowercase()
+    );
+    let found = messages(parse(&bad, &dir.join("warden.toml")).unwrap_err());
+    let expected = [
+        "policy.trusted_keys: cannot read",
+        "policy.trusted_keys: ",
+        "policy.revoked_keys: \"abc\" is not a key id (16 hex digits)",
+        "policy.revoked_packs: \"md5:x\" is not a pack digest",
+        "policy.trusted_keys: require_signed is on but no key is trusted (and not revoked)",
+        "engine.cache_dir: is set but cache = false",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (found, expected) in found.iter().zip(expected) {
+        assert!(found.starts_with(expected), "{found:?} should start with {expected:?}");
+    }
+    assert!(found[1].ends_with("chain.toml is not a minisign public key"), "{found:?}");
+    fs::remove_dir_all(&dir).unwrap();
+}
