@@ -56,14 +56,19 @@ impl Principal {
     /// keys), subject and tenant. Roles, scopes and other claims may differ
     /// (a refreshed or stepped-up token).
     pub fn same_identity(&self, other: &Principal) -> bool {
-        let issuer = |p: &Principal| p.claims.get("iss").and_then(Value::as_str).map(str::to_owned);
-        (&self.subject, &self.tenant, issuer(self)) == (&other.subject, &other.tenant, issuer(other))
+        self.identity_key() == other.identity_key()
+    }
+
+    /// Who this is, as a key: issuer (`iss`, none for API keys), subject and
+    /// tenant. Two issuers' equal subjects are different callers.
+    pub fn identity_key(&self) -> String {
+        json!([self.claims.get("iss").and_then(Value::as_str), self.subject, self.tenant]).to_string()
     }
 
     /// A key identifying what this principal may see: principals with equal
     /// keys get the same tool listings.
     pub fn view_key(&self) -> String {
-        json!([self.subject, self.tenant, self.roles, self.scopes]).to_string()
+        json!([self.identity_key(), self.roles, self.scopes]).to_string()
     }
 }
 
@@ -251,6 +256,24 @@ pub fn hash_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_subjects_from_two_issuers_are_two_callers() {
+        let from = |iss: &str, roles: &[&str]| Principal {
+            subject: "alice".into(),
+            tenant: Some("acme".into()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scopes: vec![],
+            claims: json!({ "iss": iss }),
+        };
+        let (a, b) = (from("https://idp-a", &["analyst"]), from("https://idp-b", &["analyst"]));
+        assert!(!a.same_identity(&b));
+        assert_ne!(a.identity_key(), b.identity_key(), "their chain histories are apart");
+        assert_ne!(a.view_key(), b.view_key(), "so are their listings");
+        let stepped_up = from("https://idp-a", &["analyst", "engineer"]);
+        assert!(a.same_identity(&stepped_up), "new roles, same caller");
+        assert_ne!(a.view_key(), stepped_up.view_key(), "but another view");
+    }
 
     fn authenticator() -> Authenticator {
         let principal = |subject: &str| {

@@ -88,7 +88,7 @@ impl Caller {
     fn history_key(&self) -> String {
         match &self.session {
             Some(session) => format!("session:{session}"),
-            None => format!("principal:{}", self.principal.subject),
+            None => format!("principal:{}", self.principal.identity_key()),
         }
     }
 }
