@@ -23,7 +23,7 @@
 //! revoked_keys = ["8A2B4C6D8E0F1A2B"]     # key ids refused even if trusted
 //! revoked_packs = ["sha256:…"]           # pack digests refused whoever signed them
 //!
-//! [admin]                       # GET /admin/status, POST /admin/reload
+//! [admin]                       # GET /admin/status, GET /admin/metrics, POST /admin/reload
 //! role = "warden-admin"         # callers with this role may use them (absent: no admin endpoints)
 //!
 //! [naming]
