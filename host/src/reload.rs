@@ -203,9 +203,14 @@ impl Reloader {
 
     /// Watch the chain file, its components and its packs; reload on
     /// change. Watching lasts as long as the returned [`Watch`].
+    ///
+    /// Folders are watched, not files, because editors and deploy tools
+    /// replace files rather than write them; and after every reload they are
+    /// watched again, because a replaced folder is a new one to the kernel.
     pub fn watch(self: &Arc<Self>) -> Result<Watch, String> {
         let (events, mut changed) = mpsc::unbounded_channel::<()>();
-        let watched = Arc::new(Mutex::new(self.watched_files()));
+        let watched =
+            Arc::new(Mutex::new(self.watched_files().unwrap_or_else(|| HashSet::from([absolute(&self.file)]))));
         let relevant = Arc::clone(&watched);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -220,21 +225,27 @@ impl Reloader {
             }
         })
         .map_err(|e| format!("cannot watch files: {e}"))?;
-        let watch = Watch { watcher: Arc::new(Mutex::new(watcher)), folders: Arc::default() };
-        watch.add_folders(&watched.lock().unwrap())?;
+        let watch = Watch { watcher: Arc::new(Mutex::new(watcher)) };
+        watch.folders_of(&watched.lock().unwrap()).map_err(|missed| missed.join("; "))?;
         let reloader = Arc::clone(self);
-        let (watcher, folders) = (Arc::downgrade(&watch.watcher), Arc::clone(&watch.folders));
+        let watcher = Arc::downgrade(&watch.watcher);
         tokio::spawn(async move {
             while changed.recv().await.is_some() {
                 // Debounce: wait until the files have been quiet for a moment.
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
                 let _ = reloader.reload("file change").await;
-                // The chain may now name other components, in other folders.
-                let files = reloader.watched_files();
-                if let Some(watcher) = watcher.upgrade()
-                    && let Err(error) = (Watch { watcher, folders: Arc::clone(&folders) }).add_folders(&files)
-                {
-                    tracing::warn!(%error, "changes there will not reload the chain; use SIGHUP or POST /admin/reload");
+                // The chain may name other files now. If it does not parse
+                // (a refused pack, say), what was watched stays watched:
+                // fixing it must reload.
+                let Some(watcher) = watcher.upgrade() else { break };
+                let mut files = watched.lock().unwrap().clone();
+                if let Some(now) = reloader.watched_files() {
+                    files = now;
+                }
+                if let Err(missed) = (Watch { watcher }).folders_of(&files) {
+                    for error in missed {
+                        tracing::warn!(%error, "changes there will not reload the chain until a reload that can watch it");
+                    }
                 }
                 *watched.lock().unwrap() = files;
             }
@@ -242,39 +253,38 @@ impl Reloader {
         Ok(watch)
     }
 
-    /// The chain file and the component files it names (absolute).
-    fn watched_files(&self) -> HashSet<PathBuf> {
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let mut files: HashSet<PathBuf> = HashSet::from([absolute(&self.file)]);
-        if let Ok(spec) = config::chain::parse_file(&self.file, &self.trust) {
-            files.extend(spec.watched_files().iter().map(|f| absolute(f)));
-        }
-        files
+    /// The chain file and the files it names (absolute); `None` if the
+    /// chain does not parse now.
+    fn watched_files(&self) -> Option<HashSet<PathBuf>> {
+        let spec = config::chain::parse_file(&self.file, &self.trust).ok()?;
+        Some(spec.watched_files().iter().map(|f| absolute(f)).collect())
     }
+}
+
+/// `path` made absolute (not resolving symlinks), as watch events name files.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// File watching for one reloader; stops when dropped.
 pub struct Watch {
     watcher: Arc<Mutex<notify::RecommendedWatcher>>,
-    folders: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl Watch {
-    /// Watch the folders of `files` not watched yet (folders, because editors
-    /// and deploy tools replace files rather than write them).
-    fn add_folders(&self, files: &HashSet<PathBuf>) -> Result<(), String> {
-        let mut folders = self.folders.lock().unwrap();
-        for folder in files.iter().filter_map(|f| f.parent()) {
-            if !folders.contains(folder) {
-                self.watcher
-                    .lock()
-                    .unwrap()
-                    .watch(folder, RecursiveMode::NonRecursive)
-                    .map_err(|e| format!("cannot watch {}: {e}", folder.display()))?;
-                folders.insert(folder.to_path_buf());
-            }
-        }
-        Ok(())
+    /// Watch (again) the folder of each of `files`; the folders that could
+    /// not be watched, with why.
+    fn folders_of(&self, files: &HashSet<PathBuf>) -> Result<(), Vec<String>> {
+        let folders: HashSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+        let mut watcher = self.watcher.lock().unwrap();
+        let missed: Vec<String> = folders
+            .into_iter()
+            .filter_map(|folder| {
+                let watched = watcher.watch(folder, RecursiveMode::NonRecursive);
+                watched.err().map(|e| format!("cannot watch {}: {e}", folder.display()))
+            })
+            .collect();
+        if missed.is_empty() { Ok(()) } else { Err(missed) }
     }
 }
 

@@ -238,7 +238,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
             return Err(problems.into_error());
         }
     };
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = super::folder_of(path);
     let mut root = Table::root(&table);
 
     let server = match root.table("server", &mut problems) {

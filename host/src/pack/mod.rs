@@ -210,10 +210,11 @@ impl Pack {
         Ok(bytes)
     }
 
-    /// Files whose change should reload a chain that uses this pack.
+    /// Paths whose change should reload a chain that uses this pack: its
+    /// files, and its folder itself (replaced whole by some deploy tools).
     pub fn files(&self) -> Vec<PathBuf> {
         let components = self.manifest.plugins.iter().map(|p| self.dir.join(&p.component));
-        [self.dir.join(MANIFEST), self.dir.join(SIGNATURE)].into_iter().chain(components).collect()
+        [self.dir.clone(), self.dir.join(MANIFEST), self.dir.join(SIGNATURE)].into_iter().chain(components).collect()
     }
 }
 

@@ -352,6 +352,18 @@ async fn a_chain_that_moves_to_a_new_pack_folder_is_watched_there() {
     );
     assert_eq!(version(&refused), "1.3.0");
     decided_by_pack(&warden, 2).await.unwrap();
+
+    // A refused manifest is still watched: putting it back reloads.
+    let succeeded = refused["reloads"]["succeeded"].as_u64().unwrap();
+    copy_dir(&s.newer, &live.join("pack-1.3.0"));
+    until(&warden, "the repaired component's reload", |s| s["reloads"]["succeeded"] == succeeded + 1).await;
+    let manifest = live.join("pack-1.3.0/manifest.toml");
+    let signed = fs::read_to_string(&manifest).unwrap();
+    fs::write(&manifest, signed.replace("Acme Security", "Acme Securlty")).unwrap();
+    until(&warden, "the edited manifest's refusal", |s| s["reloads"]["failed"] == 2).await;
+    fs::write(&manifest, &signed).unwrap();
+    until(&warden, "the restored manifest's reload", |s| s["reloads"]["succeeded"] == succeeded + 2).await;
+    decided_by_pack(&warden, 3).await.unwrap();
 }
 
 #[test]

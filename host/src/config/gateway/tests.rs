@@ -40,6 +40,17 @@ fn a_minimal_config_takes_safe_defaults() {
 }
 
 #[test]
+fn a_bare_config_file_name_resolves_against_the_working_folder() {
+    // `warden serve` reads `warden.toml` by default: its parent is "", and
+    // a process cannot be started in "".
+    let text =
+        format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n[[upstream]]\nname = \"t\"\ncommand = \"t\"\n");
+    let config = parse(&text, Path::new("warden.toml")).unwrap();
+    let Transport::Stdio { cwd, .. } = &config.upstreams[0].spec.transport else { panic!() };
+    assert_eq!(cwd.as_deref(), Some(Path::new("./")));
+}
+
+#[test]
 fn relative_paths_resolve_against_the_config_folder() {
     let config = parse_str(&format!(
         "[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n\
