@@ -155,7 +155,7 @@ pub fn parse(text: &str, path: &Path, trust: &Trust) -> Result<ChainSpec, Config
         }
     };
     let mut root = Table::root(&table);
-    let base = super::folder_of(path);
+    let base = path.parent().unwrap_or(Path::new("."));
     let defaults = match root.table("limits", &mut problems) {
         Some(table) => limits(table, Limits::default(), &mut problems),
         None => Limits::default(),

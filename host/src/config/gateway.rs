@@ -238,7 +238,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
             return Err(problems.into_error());
         }
     };
-    let base = super::folder_of(path);
+    let base = path.parent().unwrap_or(Path::new("."));
     let mut root = Table::root(&table);
 
     let server = match root.table("server", &mut problems) {
@@ -519,7 +519,11 @@ fn upstream(
             let command = if command.contains('/') { base.join(&command).display().to_string() } else { command };
             // Processes start in the config's folder unless told otherwise, so
             // relative arguments mean the same wherever the gateway was started.
-            Some(Transport::Stdio { command, args, env, cwd: Some(base.join(cwd.unwrap_or_default())) })
+            // A bare config file name has an empty parent, and a process
+            // cannot be started in an empty working folder.
+            let cwd = base.join(cwd.unwrap_or_default());
+            let cwd = if cwd.as_os_str().is_empty() { PathBuf::from(".") } else { cwd };
+            Some(Transport::Stdio { command, args, env, cwd: Some(cwd) })
         }
         (None, Some(url)) => {
             let era = match era.as_deref() {

@@ -10,17 +10,7 @@ pub mod gateway;
 pub mod identity;
 pub(crate) mod read;
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
-
-/// The folder a config file's relative paths resolve against: `.` for a bare
-/// file name (whose `parent()` is empty, and an empty working folder cannot
-/// be entered).
-pub(crate) fn folder_of(file: &Path) -> &Path {
-    file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
+use std::{fmt, path::PathBuf};
 
 /// One thing wrong with a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]

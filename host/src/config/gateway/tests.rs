@@ -47,7 +47,7 @@ fn a_bare_config_file_name_resolves_against_the_working_folder() {
         format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n[[upstream]]\nname = \"t\"\ncommand = \"t\"\n");
     let config = parse(&text, Path::new("warden.toml")).unwrap();
     let Transport::Stdio { cwd, .. } = &config.upstreams[0].spec.transport else { panic!() };
-    assert_eq!(cwd.as_deref(), Some(Path::new("./")));
+    assert_eq!(cwd.as_deref(), Some(Path::new(".")));
 }
 
 #[test]
