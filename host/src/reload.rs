@@ -205,8 +205,9 @@ impl Reloader {
     /// change. Watching lasts as long as the returned [`Watch`].
     ///
     /// Folders are watched, not files, because editors and deploy tools
-    /// replace files rather than write them; and after every reload they are
-    /// watched again, because a replaced folder is a new one to the kernel.
+    /// replace files rather than write them; and before every reload they
+    /// are watched again, because a replaced folder is a new one to the
+    /// kernel.
     pub fn watch(self: &Arc<Self>) -> Result<Watch, String> {
         let (events, mut changed) = mpsc::unbounded_channel::<()>();
         let watched =
@@ -226,28 +227,28 @@ impl Reloader {
         })
         .map_err(|e| format!("cannot watch files: {e}"))?;
         let watch = Watch { watcher: Arc::new(Mutex::new(watcher)) };
-        watch.folders_of(&watched.lock().unwrap()).map_err(|missed| missed.join("; "))?;
+        watch.folders_of(&watched.lock().unwrap());
         let reloader = Arc::clone(self);
         let watcher = Arc::downgrade(&watch.watcher);
         tokio::spawn(async move {
             while changed.recv().await.is_some() {
                 // Debounce: wait until the files have been quiet for a moment.
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                let Some(watcher) = watcher.upgrade() else { break };
+                let watch = Watch { watcher };
+                // Watch again before reading: a folder replaced since (a
+                // redeployed pack) is a new one to the kernel, and a change
+                // after this read must still be seen.
+                let before = watched.lock().unwrap().clone();
+                watch.folders_of(&before);
                 let _ = reloader.reload("file change").await;
                 // The chain may name other files now. If it does not parse
                 // (a refused pack, say), what was watched stays watched:
                 // fixing it must reload.
-                let Some(watcher) = watcher.upgrade() else { break };
-                let mut files = watched.lock().unwrap().clone();
-                if let Some(now) = reloader.watched_files() {
-                    files = now;
+                if let Some(now) = reloader.watched_files().filter(|now| *now != before) {
+                    watch.folders_of(&now);
+                    *watched.lock().unwrap() = now;
                 }
-                if let Err(missed) = (Watch { watcher }).folders_of(&files) {
-                    for error in missed {
-                        tracing::warn!(%error, "changes there will not reload the chain until a reload that can watch it");
-                    }
-                }
-                *watched.lock().unwrap() = files;
             }
         });
         Ok(watch)
@@ -272,19 +273,16 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Watch (again) the folder of each of `files`; the folders that could
-    /// not be watched, with why.
-    fn folders_of(&self, files: &HashSet<PathBuf>) -> Result<(), Vec<String>> {
+    /// Watch (again) the folder of each of `files`. One that cannot be
+    /// watched (gone mid-deploy, say) is logged; the next reload tries again.
+    fn folders_of(&self, files: &HashSet<PathBuf>) {
         let folders: HashSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
         let mut watcher = self.watcher.lock().unwrap();
-        let missed: Vec<String> = folders
-            .into_iter()
-            .filter_map(|folder| {
-                let watched = watcher.watch(folder, RecursiveMode::NonRecursive);
-                watched.err().map(|e| format!("cannot watch {}: {e}", folder.display()))
-            })
-            .collect();
-        if missed.is_empty() { Ok(()) } else { Err(missed) }
+        for folder in folders {
+            if let Err(error) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::warn!(folder = %folder.display(), %error, "cannot watch a folder: changes there will not reload the chain");
+            }
+        }
     }
 }
 

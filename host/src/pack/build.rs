@@ -111,9 +111,8 @@ pub fn build(engine: &Engine, source: &Path, out: Option<&Path>) -> anyhow::Resu
             }
         };
         let config_json = chain::to_json(config.as_ref().unwrap_or(&toml::Table::new())).to_string();
-        match engine.load(&plugin, &bytes, limits).and_then(|p| p.validate_config(&config_json)) {
-            Ok(()) => {}
-            Err(e) => problems.push(at, format!("{}: {e}", path.display())),
+        if let Err(e) = engine.load(&plugin, &bytes, limits).and_then(|p| p.validate_config(&config_json)) {
+            problems.push(at, format!("{}: {e}", path.display()));
         }
         let entry = PackPlugin {
             component: format!("components/{plugin}.wasm"),
