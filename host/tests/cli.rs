@@ -190,3 +190,31 @@ fn the_sdk_example_policy_works_as_documented() {
     let (code, _) = policy_test(&["--plugin", plugin, "--call", &call("analyst-query.call.json")]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn pack_commands_refuse_what_is_not_a_pack_or_a_key() {
+    let dir = std::env::temp_dir().join(format!("warden-cli-pack-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_warden")).current_dir(&dir).args(args).output().unwrap();
+
+    let built = run(&["pack", "build", "no-such-source"]);
+    assert_eq!(built.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&built.stderr).contains("no-such-source/pack.toml: cannot read the pack source"));
+
+    let keys = run(&["keygen", "--out", "vendor"]);
+    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    let verified = run(&["pack", "verify", ".", "--key", "vendor.pub"]);
+    assert_eq!(verified.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&verified.stderr).contains("cannot read the pack manifest"));
+
+    let again = run(&["keygen", "--out", "vendor"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("vendor.key already exists; not overwriting a key"));
+    let signed = run(&["pack", "sign", ".", "--key", "vendor.pub"]);
+    assert_eq!(signed.status.code(), Some(64), "not a pack, before the key is even read");
+    let not_a_key = run(&["pack", "verify", ".", "--key", "vendor.key"]);
+    assert_eq!(not_a_key.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_key.stderr).contains("vendor.key is not a minisign public key"));
+    fs::remove_dir_all(&dir).unwrap();
+}
