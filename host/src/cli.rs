@@ -438,10 +438,9 @@ fn pack(command: PackCommand) -> anyhow::Result<u8> {
             let engine = engine()?;
             for plugin in &opened.manifest.plugins {
                 let bytes = opened.component(&plugin.name).map_err(anyhow::Error::msg)?;
-                let config = config::chain::to_json(plugin.config.as_ref().unwrap_or(&toml::Table::new())).to_string();
                 engine
                     .load(&plugin.name, &bytes, Limits::default())
-                    .and_then(|p| p.validate_config(&config))
+                    .and_then(|p| p.validate_config(&plugin.config_json()))
                     .with_context(|| format!("plugin {} does not load", plugin.name))?;
             }
             let manifest = &opened.manifest;

@@ -246,7 +246,7 @@ pub fn parse(text: &str, path: &Path, trust: &Trust) -> Result<ChainSpec, Config
             None => base_limits,
         };
         let config_json = match entry.raw("config") {
-            None => to_json(packed.and_then(|p| p.config.as_ref()).unwrap_or(&toml::Table::new())).to_string(),
+            None => packed.map(|p| p.config_json()).unwrap_or_else(|| "{}".to_owned()),
             Some(toml::Value::Table(table)) => to_json(table).to_string(),
             Some(other) => {
                 problems.push(entry.path_of("config"), format!("expected a table, found {}", other.type_str()));

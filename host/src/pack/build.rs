@@ -110,10 +110,6 @@ pub fn build(engine: &Engine, source: &Path, out: Option<&Path>) -> anyhow::Resu
                 continue;
             }
         };
-        let config_json = chain::to_json(config.as_ref().unwrap_or(&toml::Table::new())).to_string();
-        if let Err(e) = engine.load(&plugin, &bytes, limits).and_then(|p| p.validate_config(&config_json)) {
-            problems.push(at, format!("{}: {e}", path.display()));
-        }
         let entry = PackPlugin {
             component: format!("components/{plugin}.wasm"),
             sha256: sha256_hex(&bytes),
@@ -121,6 +117,9 @@ pub fn build(engine: &Engine, source: &Path, out: Option<&Path>) -> anyhow::Resu
             limits: limits_table,
             config,
         };
+        if let Err(e) = engine.load(&entry.name, &bytes, limits).and_then(|p| p.validate_config(&entry.config_json())) {
+            problems.push(at, format!("{}: {e}", path.display()));
+        }
         plugins.push((entry, bytes));
     }
     root.finish(&mut problems);

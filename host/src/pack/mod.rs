@@ -126,6 +126,13 @@ pub struct PackPlugin {
     pub config: Option<toml::Table>,
 }
 
+impl PackPlugin {
+    /// The default config as the JSON text a plugin is handed (`{}` if none).
+    pub fn config_json(&self) -> String {
+        self.config.as_ref().map(crate::config::chain::to_json).unwrap_or_else(|| serde_json::json!({})).to_string()
+    }
+}
+
 impl Manifest {
     /// The plugin named `name`.
     pub fn plugin(&self, name: &str) -> Option<&PackPlugin> {
