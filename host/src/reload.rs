@@ -69,9 +69,7 @@ impl Status {
             "compile_cache": self.compile_cache.map(|(hits, misses)| json!({ "hits": hits, "misses": misses })),
         })
     }
-}
 
-impl Status {
     /// As Prometheus text (exposition format 0.0.4), for `GET /admin/metrics`.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
@@ -123,6 +121,9 @@ pub struct Reloader {
     engine: Engine,
     file: PathBuf,
     trust: Trust,
+    /// The files the chain named when it last parsed (absolute), for the
+    /// watcher.
+    named: Mutex<HashSet<PathBuf>>,
     status: Mutex<Status>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -151,9 +152,10 @@ fn describe(chain: &Chain) -> Vec<Value> {
 }
 
 impl Reloader {
-    /// A reloader for `gateway`, whose live chain came from `file`; every
-    /// reload admits packs under the same `trust` as start-up did.
-    pub fn new(gateway: Arc<Gateway>, engine: Engine, file: PathBuf, trust: Trust) -> Arc<Self> {
+    /// A reloader for `gateway`, whose live chain came from `file` and
+    /// names the files `named`; every reload admits packs under the same
+    /// `trust` as start-up did.
+    pub fn new(gateway: Arc<Gateway>, engine: Engine, file: PathBuf, trust: Trust, named: &[PathBuf]) -> Arc<Self> {
         let live = gateway.chain();
         let status = Status {
             generation: live.generation,
@@ -161,7 +163,16 @@ impl Reloader {
             plugins: describe(&live.chain),
             ..Status::default()
         };
-        Arc::new(Self { gateway, engine, file, trust, status: Mutex::new(status), one_at_a_time: Default::default() })
+        let named = named.iter().map(|f| absolute(f)).collect();
+        Arc::new(Self {
+            gateway,
+            engine,
+            file,
+            trust,
+            named: Mutex::new(named),
+            status: Mutex::new(status),
+            one_at_a_time: Default::default(),
+        })
     }
 
     /// What is live now.
@@ -173,13 +184,24 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
         let _one = self.one_at_a_time.lock().await;
         let (engine, file, trust) = (self.engine.clone(), self.file.clone(), self.trust.clone());
-        let built = tokio::task::spawn_blocking(move || -> Result<Chain, String> {
-            let chain = config::chain::load(&engine, &file, &trust).map_err(|e| e.to_string().trim_end().to_owned())?;
-            smoke_test(&chain)?;
-            Ok(chain)
+        let (named, built) = tokio::task::spawn_blocking(move || {
+            let text = |e: config::ConfigError| e.to_string().trim_end().to_owned();
+            let spec = match config::chain::parse_file(&file, &trust) {
+                Ok(spec) => spec,
+                Err(e) => return (None, Err(text(e))),
+            };
+            let named = spec.watched_files().iter().map(|f| absolute(f)).collect();
+            let built = config::chain::build(&engine, &spec).map_err(text).and_then(|chain| {
+                smoke_test(&chain)?;
+                Ok(chain)
+            });
+            (Some(named), built)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        .unwrap_or_else(|e| (None, Err(format!("the reload task failed: {e}"))));
+        if let Some(named) = named {
+            *self.named.lock().unwrap() = named;
+        }
         let mut status = self.status.lock().unwrap();
         match built {
             Ok(chain) => {
@@ -210,8 +232,7 @@ impl Reloader {
     /// kernel.
     pub fn watch(self: &Arc<Self>) -> Result<Watch, String> {
         let (events, mut changed) = mpsc::unbounded_channel::<()>();
-        let watched =
-            Arc::new(Mutex::new(self.watched_files().unwrap_or_else(|| HashSet::from([absolute(&self.file)]))));
+        let watched = Arc::new(Mutex::new(self.named.lock().unwrap().clone()));
         let relevant = Arc::clone(&watched);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
@@ -242,23 +263,17 @@ impl Reloader {
                 let before = watched.lock().unwrap().clone();
                 watch.folders_of(&before);
                 let _ = reloader.reload("file change").await;
-                // The chain may name other files now. If it does not parse
-                // (a refused pack, say), what was watched stays watched:
-                // fixing it must reload.
-                if let Some(now) = reloader.watched_files().filter(|now| *now != before) {
+                // The chain may name other files now. If it did not parse (a
+                // refused pack, say), what was watched stays watched: fixing
+                // it must reload.
+                let now = reloader.named.lock().unwrap().clone();
+                if now != before {
                     watch.folders_of(&now);
                     *watched.lock().unwrap() = now;
                 }
             }
         });
         Ok(watch)
-    }
-
-    /// The chain file and the files it names (absolute); `None` if the
-    /// chain does not parse now.
-    fn watched_files(&self) -> Option<HashSet<PathBuf>> {
-        let spec = config::chain::parse_file(&self.file, &self.trust).ok()?;
-        Some(spec.watched_files().iter().map(|f| absolute(f)).collect())
     }
 }
 

@@ -1,6 +1,11 @@
 //! Putting it together: config → engine → policy chain → gateway → listener.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -34,11 +39,11 @@ pub struct Built {
 /// Tokio runtime.
 pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
     let engine = Engine::new(&config.engine)?;
-    let gateway = gateway(config, &engine)?;
+    let (gateway, named) = gateway(config, &engine)?;
     let reloader = config
         .chain
         .as_ref()
-        .map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone(), config.trust.clone()));
+        .map(|file| Reloader::new(Arc::clone(&gateway), engine, file.clone(), config.trust.clone(), &named));
     let watcher = match (&reloader, config.watch) {
         (Some(reloader), true) => Some(reloader.watch().map_err(anyhow::Error::msg)?),
         _ => None,
@@ -47,14 +52,17 @@ pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
 }
 
 /// The gateway a config describes, its chain compiled by `engine`
-/// (upstreams start connecting).
-fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyhow::Error> {
+/// (upstreams start connecting), and the files the chain names.
+fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<(Arc<Gateway>, Vec<PathBuf>), anyhow::Error> {
     crate::tls::trust(&config.tls_roots);
-    let chain = match &config.chain {
-        Some(file) => chain_config::load(engine, file, &config.trust)?,
+    let (chain, named) = match &config.chain {
+        Some(file) => {
+            let spec = chain_config::parse_file(file, &config.trust)?;
+            (chain_config::build(engine, &spec)?, spec.watched_files())
+        }
         None => {
             tracing::warn!("no [policy] chain configured: every call is allowed");
-            Chain::default()
+            (Chain::default(), Vec::new())
         }
     };
     let settings = Settings {
@@ -65,7 +73,7 @@ fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<Arc<Gateway>, anyh
         required_scopes: config.required_scopes.clone(),
     };
     let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
-    Ok(Gateway::start(settings, upstreams, chain))
+    Ok((Gateway::start(settings, upstreams, chain), named))
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within
