@@ -76,7 +76,14 @@ pub enum Failure {
     /// The verdict was unusable: malformed JSON, too large, wrong shape.
     #[error("returned {0}")]
     BadOutput(String),
-    /// The instance could not be created (the instance pool is exhausted, say).
+    /// No instance was free: `engine.max_instances` instances are serving
+    /// calls in flight. The call is refused at once rather than queued.
+    #[error("found no free instance (all engine.max_instances = {limit} are in use); try again")]
+    Busy {
+        /// The engine's instance limit.
+        limit: u32,
+    },
+    /// The instance could not be created.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
 }

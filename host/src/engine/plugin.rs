@@ -328,6 +328,11 @@ impl Plugin {
                 Some(stderr) => format!("{trap} ({stderr})"),
                 None => trap.to_string(),
             }),
+            // Every pooled instance is in use by calls in flight: say which
+            // setting bounds them, not the allocator's internals.
+            None if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                Failure::Busy { limit: self.inner.engine.settings().max_instances }
+            }
             None if instantiating => Failure::Instantiate(format!("{error:#}")),
             None => Failure::Trap(format!("{error:#}")),
         }

@@ -253,3 +253,24 @@ fn limits_the_engine_cannot_honour_are_refused() {
     let zero = Limits { fuel: 0, ..Limits::default() };
     assert!(engine().load("zero", hostile_bytes(), zero).is_err());
 }
+
+#[test]
+fn an_exhausted_instance_pool_refuses_at_once_and_names_the_setting() {
+    let settings = EngineSettings { max_instances: 1, cache: CompileCache::Off, ..EngineSettings::default() };
+    let engine = Engine::new(&settings).unwrap();
+    let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_millis(400), ..Limits::default() };
+    let plugin = engine.load("hostile", hostile_bytes(), limits).unwrap();
+    let spinner = {
+        let plugin = plugin.clone();
+        std::thread::spawn(move || on_call_failure(&plugin, "spin"))
+    };
+    // Wait until the spinner holds the only instance.
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let err = on_call_failure(&plugin, "allow");
+    assert_eq!(err.failure, Failure::Busy { limit: 1 }, "{err}");
+    assert!(started.elapsed() < Duration::from_millis(200), "refused at once, not after a wait");
+    assert!(err.to_string().contains("engine.max_instances = 1"), "{err}");
+    assert_eq!(spinner.join().unwrap().failure, Failure::Deadline { limit: Duration::from_millis(400) });
+    still_serves(&plugin);
+}
