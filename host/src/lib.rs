@@ -22,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod mcp;
+mod metrics;
 pub mod pack;
 pub mod policy_test;
 pub mod reload;

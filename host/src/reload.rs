@@ -73,11 +73,8 @@ impl Status {
     /// As Prometheus text (exposition format 0.0.4), for `GET /admin/metrics`.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, value) in samples {
-                out.push_str(&format!("{name}{labels} {value}\n"));
-            }
+        let mut metric = |name, kind, help, samples: &[crate::metrics::Sample<'_>]| {
+            crate::metrics::write(&mut out, name, kind, help, samples)
         };
         metric(
             "warden_policy_chain_generation",

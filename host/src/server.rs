@@ -123,14 +123,7 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
     if !missing.is_empty() {
         tracing::warn!(?missing, "serving without these upstreams for now; they keep being retried");
     }
-    let admin = match (&config.admin_role, &reloader) {
-        (Some(role), Some(reloader)) => Some((role.clone(), Arc::clone(reloader))),
-        (Some(_), None) => {
-            tracing::warn!("[admin] is set but there is no [policy] chain to report on or reload");
-            None
-        }
-        _ => None,
-    };
+    let admin = config.admin_role.as_ref().map(|role| (role.clone(), reloader.clone()));
     let state = HttpState::new(
         Arc::clone(&gateway),
         authenticator(config),

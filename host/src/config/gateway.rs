@@ -9,11 +9,21 @@
 //! max_body_kib = 4096           # larger requests get 413
 //! allowed_origins = []          # browser origins allowed besides loopback ones
 //! allowed_hosts = []            # Host values allowed besides loopback ones
+//! header_timeout_s = 10         # a request head must arrive within this (else the connection closes)
+//! body_timeout_s = 30           # a request body must arrive within this (else 408)
+//! keep_alive_s = 60             # an idle connection closes after this
+//! max_connections = 1024        # open connections at once (past it: 503)
+//! max_connections_per_ip = 256  # from one client address (past it: 503)
+//! max_batch = 32                # messages in a 2025-03-26 batch (past it: 400)
+//! max_json_depth = 64           # nesting of a request body (past it: 400)
 //!
 //! [sessions]
 //! idle_timeout_s = 1800         # legacy sessions end after this long unused
-//! max = 10000
+//! max = 10000                   # in all (past it: 503, nobody's session is ended)
+//! max_per_principal = 100       # per identity (past it: that identity's oldest ends)
 //! history = 32                  # calls per session that chain policies see
+//! max_client_requests = 16      # server-to-client requests waiting per session
+//! replay_kib = 1024             # SSE events kept per stream for Last-Event-ID
 //!
 //! [policy]
 //! chain = "policies/default.toml"
@@ -123,6 +133,42 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     /// Host header values allowed besides loopback ones.
     pub allowed_hosts: Vec<String>,
+    /// Bounds on connections and request bodies.
+    pub limits: ConnectionLimits,
+}
+
+/// What one connection, and all of them together, may hold (`[server]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time for a request head, from when the connection opened or went idle
+    /// with bytes of a new request arriving.
+    pub header_timeout: Duration,
+    /// Time for a request body, from when its head arrived.
+    pub body_timeout: Duration,
+    /// An idle connection (nothing in flight, nothing arriving) closes after this.
+    pub keep_alive: Duration,
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Open connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// Messages in one JSON-RPC batch.
+    pub max_batch: usize,
+    /// Nesting depth of a request body's JSON.
+    pub max_json_depth: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(60),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_batch: 32,
+            max_json_depth: 64,
+        }
+    }
 }
 
 /// Legacy session settings.
@@ -130,10 +176,30 @@ pub struct ServerSettings {
 pub struct SessionSettings {
     /// Sessions unused this long end.
     pub idle_timeout: Duration,
-    /// Most sessions at once; the least recently used ends first.
+    /// Most sessions at once; past it a new session is refused (503).
     pub max: usize,
+    /// Most sessions of one identity; past it that identity's least recently
+    /// used session ends, never another caller's.
+    pub max_per_principal: usize,
     /// Past calls per session kept for chain policies.
     pub history: usize,
+    /// Requests an upstream sent the client that may wait for its answer at once.
+    pub max_client_requests: usize,
+    /// Bytes of SSE events kept per stream for resumption (`Last-Event-ID`).
+    pub replay_bytes: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(1800),
+            max: 10_000,
+            max_per_principal: 100,
+            history: 32,
+            max_client_requests: 16,
+            replay_bytes: 1 << 20,
+        }
+    }
 }
 
 /// An upstream with its namespace prefix.
@@ -246,19 +312,8 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => server_defaults(),
     };
     let sessions = match root.table("sessions", &mut problems) {
-        Some(mut t) => {
-            let idle = t.get::<u64>("idle_timeout_s", &mut problems).unwrap_or(1800);
-            let max = t.get::<usize>("max", &mut problems).unwrap_or(10_000);
-            let history = t.get::<usize>("history", &mut problems).unwrap_or(32);
-            for (key, value) in [("idle_timeout_s", idle as usize), ("max", max)] {
-                if value == 0 {
-                    problems.push(t.path_of(key), "must be above zero");
-                }
-            }
-            t.finish(&mut problems);
-            SessionSettings { idle_timeout: Duration::from_secs(idle), max, history }
-        }
-        None => SessionSettings { idle_timeout: Duration::from_secs(1800), max: 10_000, history: 32 },
+        Some(t) => sessions(t, &mut problems),
+        None => SessionSettings::default(),
     };
     let mut watch = true;
     let mut trust = Trust::default();
@@ -428,7 +483,62 @@ fn server_defaults() -> ServerSettings {
         max_body_bytes: 4 << 20,
         allowed_origins: Vec::new(),
         allowed_hosts: Vec::new(),
+        limits: ConnectionLimits::default(),
     }
+}
+
+/// A count or duration that must be above zero; `default` when absent.
+fn positive<T: serde::de::DeserializeOwned + Copy + PartialEq + Default>(
+    t: &mut Table<'_>,
+    key: &'static str,
+    default: T,
+    problems: &mut Problems,
+) -> T {
+    let value = t.get::<T>(key, problems).unwrap_or(default);
+    if value == T::default() {
+        problems.push(t.path_of(key), "must be above zero");
+    }
+    value
+}
+
+fn sessions(mut t: Table<'_>, problems: &mut Problems) -> SessionSettings {
+    let d = SessionSettings::default();
+    let settings = SessionSettings {
+        idle_timeout: Duration::from_secs(positive(&mut t, "idle_timeout_s", d.idle_timeout.as_secs(), problems)),
+        max: positive(&mut t, "max", d.max, problems),
+        max_per_principal: positive(&mut t, "max_per_principal", d.max_per_principal, problems),
+        history: t.get("history", problems).unwrap_or(d.history),
+        max_client_requests: positive(&mut t, "max_client_requests", d.max_client_requests, problems),
+        replay_bytes: positive(&mut t, "replay_kib", d.replay_bytes >> 10, problems) << 10,
+    };
+    if settings.max_per_principal > settings.max {
+        problems.push(t.path_of("max_per_principal"), format!("must not exceed max ({})", settings.max));
+    }
+    t.finish(problems);
+    settings
+}
+
+fn connection_limits(t: &mut Table<'_>, problems: &mut Problems) -> ConnectionLimits {
+    let d = ConnectionLimits::default();
+    let secs = |t: &mut Table<'_>, key, default: Duration, problems: &mut Problems| {
+        Duration::from_secs(positive(t, key, default.as_secs(), problems))
+    };
+    let limits = ConnectionLimits {
+        header_timeout: secs(t, "header_timeout_s", d.header_timeout, problems),
+        body_timeout: secs(t, "body_timeout_s", d.body_timeout, problems),
+        keep_alive: secs(t, "keep_alive_s", d.keep_alive, problems),
+        max_connections: positive(t, "max_connections", d.max_connections, problems),
+        max_connections_per_ip: positive(t, "max_connections_per_ip", d.max_connections_per_ip, problems),
+        max_batch: positive(t, "max_batch", d.max_batch, problems),
+        max_json_depth: positive(t, "max_json_depth", d.max_json_depth, problems),
+    };
+    if limits.max_connections_per_ip > limits.max_connections {
+        problems.push(
+            t.path_of("max_connections_per_ip"),
+            format!("must not exceed max_connections ({})", limits.max_connections),
+        );
+    }
+    limits
 }
 
 fn server(mut t: Table<'_>, problems: &mut Problems) -> ServerSettings {
@@ -450,6 +560,7 @@ fn server(mut t: Table<'_>, problems: &mut Problems) -> ServerSettings {
     }
     let allowed_origins = t.get("allowed_origins", problems).unwrap_or_default();
     let allowed_hosts = t.get("allowed_hosts", problems).unwrap_or_default();
+    let limits = connection_limits(&mut t, problems);
     t.finish(problems);
     ServerSettings {
         listen: listen.unwrap_or(defaults.listen),
@@ -457,6 +568,7 @@ fn server(mut t: Table<'_>, problems: &mut Problems) -> ServerSettings {
         max_body_bytes: max_body_kib << 10,
         allowed_origins,
         allowed_hosts,
+        limits,
     }
 }
 

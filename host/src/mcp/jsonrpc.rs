@@ -34,6 +34,10 @@ pub mod code {
     /// The call needs OAuth scopes the caller's token lacks (HTTP: 403 with an
     /// `insufficient_scope` challenge); `data.scopes` names them.
     pub const INSUFFICIENT_SCOPE: i64 = -32014;
+    /// Warden: a bound of the gateway was reached (connections, sessions,
+    /// requests waiting for a client); `data.limit` names the setting and
+    /// `data.value` its value. Trying again later may succeed.
+    pub const OVERLOADED: i64 = -32015;
 }
 
 /// A JSON-RPC error object.
@@ -198,9 +202,52 @@ pub fn error_response(id: Value, error: &RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": error.to_value() })
 }
 
+/// Whether JSON text nests arrays and objects deeper than `max`. A linear
+/// scan that needs no parse, so an over-deep body is refused before
+/// anything is built from it; brackets inside strings do not count. Text
+/// that is not JSON is left for the parser to report.
+pub fn nests_deeper_than(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert!(!nests_deeper_than(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(nests_deeper_than(br#"{"a":[1,{"b":[2]}]}"#, 3));
+        assert!(!nests_deeper_than(br#"{"a":"[[[[[[{{{{"}"#, 1), "brackets in a string are text");
+        assert!(!nests_deeper_than(br#"{"a":"\"[[[["}"#, 1), "an escaped quote does not end the string");
+        assert!(nests_deeper_than(br#"{"a":"\\",[["}"#, 2), "an escaped backslash does");
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(nests_deeper_than(deep.as_bytes(), 64));
+        assert!(!nests_deeper_than(deep.as_bytes(), 10_000));
+    }
 
     #[test]
     fn classifies_messages() {

@@ -2,9 +2,12 @@
 //!
 //! Every request passes, in order: the path; the `Host` and `Origin` checks
 //! (DNS rebinding: 403 for a foreign origin or host); authentication (401);
-//! content type, `Accept` and body size (415, 406, 413); then the era, chosen
-//! per request by `MCP-Protocol-Version` (2026-07-28 → [`super::modern`];
-//! a legacy version or none → [`super::legacy`]; anything else → 400).
+//! content type, `Accept`, body size and time (415, 406, 413, 408), JSON
+//! nesting depth and batch size (400); then the era, chosen per request by
+//! `MCP-Protocol-Version` (2026-07-28 → [`super::modern`]; a legacy version
+//! or none → [`super::legacy`]; anything else → 400). Before any of that a
+//! connection must find a place ([`super::limits`]: 503 past the connection
+//! limits) and send its request head in time.
 //! `GET /healthz` answers 200 without authentication, for load balancers.
 
 use std::{
@@ -27,7 +30,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, full, json_response, legacy, modern, parked::Parked, rpc_error};
+use super::{
+    Body, full, json_response, legacy,
+    limits::{self, Activity, Admission, Expired, Metrics, Tracked, Watched, count},
+    modern,
+    parked::Parked,
+    rpc_error,
+};
 use crate::reload::Reloader;
 use crate::{
     auth::{AuthError, Authenticator},
@@ -44,8 +53,11 @@ pub struct HttpState {
     sessions: legacy::Sessions,
     parked: Arc<Parked>,
     server_info: Value,
-    /// The admin role and the chain reloader, if the admin endpoints are on.
-    admin: Option<(String, Arc<Reloader>)>,
+    /// The admin role and the chain reloader (if there is a chain), if the
+    /// admin endpoints are on.
+    admin: Option<(String, Option<Arc<Reloader>>)>,
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
 }
 
 impl HttpState {
@@ -55,13 +67,16 @@ impl HttpState {
         auth: Authenticator,
         settings: ServerSettings,
         sessions: SessionSettings,
-        admin: Option<(String, Arc<Reloader>)>,
+        admin: Option<(String, Option<Arc<Reloader>>)>,
     ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
             gateway,
             auth,
+            admission: Admission::new(settings.limits.clone(), Arc::clone(&metrics)),
             settings,
-            sessions: legacy::Sessions::new(sessions),
+            sessions: legacy::Sessions::new(sessions, Arc::clone(&metrics)),
+            metrics,
             parked: Arc::default(),
             admin,
             server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),
@@ -87,32 +102,80 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: Cance
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, peer, request).await) }
-            });
-            let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
-                }
+        let slot = match state.admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(error) => {
+                tracing::warn!(%peer, reason = %error.message, "connection refused");
+                connections.spawn(limits::refuse(stream, error));
+                continue;
             }
-        });
+        };
+        connections.spawn(connection(Arc::clone(&state), stream, peer, slot, shutdown.clone()));
         while connections.try_join_next().is_some() {}
     }
     state.sessions.end_all();
     housekeeping.abort();
     while tokio::time::timeout(Duration::from_secs(6), connections.join_next()).await.ok().flatten().is_some() {}
+}
+
+/// Serve one admitted connection until it closes, passes a time bound, or
+/// the gateway shuts down.
+async fn connection(
+    state: Arc<HttpState>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _slot: limits::Slot,
+    shutdown: CancellationToken,
+) {
+    let limits = state.settings.limits.clone();
+    let metrics = Arc::clone(&state.metrics);
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+    let busy = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let state = Arc::clone(&state);
+        let busy = busy.begin();
+        async move { Ok::<_, Infallible>(handle(&state, peer, request).await.map(|body| Tracked::new(body, busy))) }
+    });
+    // hyper's own header timer is off: it also runs while a kept-alive
+    // connection is idle, and `Activity` tells the two apart.
+    let connection = http1::Builder::new().keep_alive(true).header_read_timeout(None).serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut check = tokio::time::interval(Activity::check_every(&limits));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = check.tick() => match activity.expired(&limits) {
+                // Dropping the connection closes it: nothing is in flight.
+                Some(Expired::Header) => {
+                    count(&metrics.header_timeouts);
+                    tracing::info!(
+                        %peer,
+                        limit_s = limits.header_timeout.as_secs(),
+                        "closed: the request head did not arrive in time"
+                    );
+                    return;
+                }
+                Some(Expired::Idle) => {
+                    count(&metrics.idle_closed);
+                    tracing::debug!(%peer, "closed: idle past server.keep_alive_s");
+                    return;
+                }
+                None => {}
+            },
+            _ = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                return;
+            }
+        }
+    }
 }
 
 /// Expire idle sessions; fan gateway changes out to sessions' streams.
@@ -283,16 +346,36 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
     }
     let headers = request.headers().clone();
     let limit = state.settings.max_body_bytes;
-    let bytes = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    let bounds = &state.settings.limits;
+    let body = tokio::time::timeout(bounds.body_timeout, Limited::new(request.into_body(), limit).collect());
+    let bytes = match body.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the body exceeds {limit} bytes (server.max_body_kib)"),
             );
         }
-        Err(error) => return plain(StatusCode::BAD_REQUEST, &format!("cannot read the body: {error}")),
+        Ok(Err(error)) => return plain(StatusCode::BAD_REQUEST, &format!("cannot read the body: {error}")),
+        Err(_) => {
+            count(&state.metrics.body_timeouts);
+            tracing::info!(%peer, limit_s = bounds.body_timeout.as_secs(), "request refused: the body did not arrive in time");
+            let mut response = plain(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {} s (server.body_timeout_s)", bounds.body_timeout.as_secs()),
+            );
+            // The rest of the body may still be on its way: do not read it as a request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
     };
+    if mcp::jsonrpc::nests_deeper_than(&bytes, bounds.max_json_depth) {
+        count(&state.metrics.too_deep);
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("the body nests deeper than {} levels (server.max_json_depth)", bounds.max_json_depth),
+        );
+    }
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(body) => body,
         Err(error) => {
@@ -303,6 +386,15 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
             );
         }
     };
+    if let Value::Array(batch) = &body
+        && batch.len() > bounds.max_batch
+    {
+        count(&state.metrics.batches_refused);
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("a batch of {} messages; at most {} are taken (server.max_batch)", batch.len(), bounds.max_batch),
+        );
+    }
     // A call that needs scopes the token lacks: 403 with a challenge naming
     // them, so the client can ask its authorization server for more.
     let messages = match &body {
@@ -393,9 +485,9 @@ fn insufficient_scope(auth: &Authenticator, id: Value, missing: Vec<String>) -> 
 }
 
 /// `GET /admin/status` (the live chain and reload counts), `GET
-/// /admin/metrics` (the same counts for Prometheus) and `POST /admin/reload`,
-/// for callers with the admin role; `None` (404) when the admin endpoints are
-/// off.
+/// /admin/metrics` (connection, session and refusal counters, and the chain's
+/// counts, for Prometheus) and `POST /admin/reload`, for callers with the
+/// admin role; `None` (404) when the admin endpoints are off.
 async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>) -> Option<Response<Body>> {
     let (role, reloader) = state.admin.as_ref()?;
     let action = match (request.method(), request.uri().path()) {
@@ -416,13 +508,24 @@ async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>)
         tracing::warn!(subject = %principal.subject, action, "admin request without the admin role");
         return Some(forbidden(&format!("the admin endpoints need the {role:?} role")));
     }
+    if action == "metrics" {
+        let mut text = state.metrics.to_prometheus();
+        if let Some(reloader) = reloader {
+            text.push_str(&reloader.status().to_prometheus());
+        }
+        return Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(full(text))
+                .expect("a valid response"),
+        );
+    }
+    let Some(reloader) = reloader else {
+        return Some(plain(StatusCode::NOT_FOUND, "there is no policy chain ([policy] chain) to report on or reload"));
+    };
     Some(match action {
         "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
-        "metrics" => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(full(reloader.status().to_prometheus()))
-            .expect("a valid response"),
         _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
             Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
             Err(error) => {

@@ -21,7 +21,11 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Body, Exchange, Stream, StreamPolicy, empty, json_response, respond, rpc_error};
+use super::{
+    Body, Exchange, Stream, StreamPolicy, empty, json_response,
+    limits::{self, Metrics, count},
+    respond, rpc_error,
+};
 use crate::{
     auth::Principal,
     config::gateway::SessionSettings,
@@ -53,6 +57,9 @@ pub(crate) struct Session {
     in_flight: Mutex<HashMap<String, AbortHandle>>,
     subscriptions: Mutex<HashSet<String>>,
     log_level: Mutex<Option<String>>,
+    /// Bounds from `[sessions]`, and where refusals are counted.
+    settings: SessionSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl Session {
@@ -61,7 +68,7 @@ impl Session {
     }
 
     fn new_stream(&self) -> Arc<Stream> {
-        let stream = Stream::new(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let stream = Stream::bounded(self.next_stream.fetch_add(1, Ordering::Relaxed), self.settings.replay_bytes);
         let mut streams = self.streams.lock().unwrap();
         // Keep finished streams for resumption a while; drop the oldest beyond a bound.
         if streams.len() >= 64 {
@@ -124,20 +131,43 @@ impl ClientRequests for Relay {
             }
             let id = format!("warden-{}", session.next_request.fetch_add(1, Ordering::Relaxed));
             let (reply, answer) = oneshot::channel();
-            session.pending.lock().unwrap().insert(id.clone(), reply);
+            {
+                let mut pending = session.pending.lock().unwrap();
+                let max = session.settings.max_client_requests;
+                if pending.len() >= max {
+                    count(&session.metrics.client_requests_refused);
+                    return Err(limits::overloaded(
+                        format!("{max} requests already wait for this client's answers; {method} was not sent"),
+                        "sessions.max_client_requests",
+                        max,
+                    ));
+                }
+                pending.insert(id.clone(), reply);
+            }
+            // However this ends (answer, timeout, the call cancelled), the
+            // place is freed.
+            let _place = Waiting { session: Arc::clone(&session), id: id.clone() };
             if events.send(jsonrpc::request(json!(id), &method, params)).is_err() {
-                session.pending.lock().unwrap().remove(&id);
                 return Err(RpcError::internal("the client's stream is gone"));
             }
             match tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, answer).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(RpcError::internal("the session ended before the client answered")),
-                Err(_) => {
-                    session.pending.lock().unwrap().remove(&id);
-                    Err(RpcError::internal(format!("the client did not answer {method} in time")))
-                }
+                Err(_) => Err(RpcError::internal(format!("the client did not answer {method} in time"))),
             }
         })
+    }
+}
+
+/// A relayed request's place among those waiting for the client.
+struct Waiting {
+    session: Arc<Session>,
+    id: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.session.pending.lock().unwrap().remove(&self.id);
     }
 }
 
@@ -145,19 +175,28 @@ impl ClientRequests for Relay {
 pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     settings: SessionSettings,
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
-    pub(crate) fn new(settings: SessionSettings) -> Self {
-        Self { map: Mutex::default(), settings }
+    pub(crate) fn new(settings: SessionSettings, metrics: Arc<Metrics>) -> Self {
+        Self { map: Mutex::default(), settings, metrics }
     }
 
-    fn create(&self, principal: Arc<Principal>, version: &'static str, client_capabilities: Value) -> Arc<Session> {
+    /// A new session for `principal`. An identity at its own limit loses its
+    /// least recently used session (returned, to be forgotten); a gateway at
+    /// its total limit refuses, so no caller's sessions end for another's.
+    fn create(
+        &self,
+        principal: Arc<Principal>,
+        version: &'static str,
+        client_capabilities: Value,
+    ) -> Result<(Arc<Session>, Option<Arc<Session>>), RpcError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("the OS provides randomness");
         let session = Arc::new(Session {
             id: URL_SAFE_NO_PAD.encode(bytes),
-            principal,
+            principal: Arc::clone(&principal),
             version,
             client_capabilities,
             initialized: AtomicBool::new(false),
@@ -171,17 +210,42 @@ impl Sessions {
             in_flight: Mutex::default(),
             subscriptions: Mutex::default(),
             log_level: Mutex::default(),
+            settings: self.settings.clone(),
+            metrics: Arc::clone(&self.metrics),
         });
         let mut map = self.map.lock().unwrap();
-        if map.len() >= self.settings.max {
-            let oldest = map.iter().min_by_key(|(_, s)| *s.last_used.lock().unwrap()).map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest.and_then(|k| map.remove(&k)) {
-                tracing::info!(session = %oldest.id, "session limit reached; ending the least recently used");
+        // A scan, not an index: sessions start rarely next to the requests in them.
+        let mine: Vec<&Arc<Session>> = map.values().filter(|s| s.principal.same_identity(&principal)).collect();
+        let (held, oldest) =
+            (mine.len(), mine.iter().min_by_key(|s| *s.last_used.lock().unwrap()).map(|s| s.id.clone()));
+        let evicted = if held >= self.settings.max_per_principal {
+            let oldest = oldest.and_then(|id| map.remove(&id));
+            if let Some(oldest) = &oldest {
+                count(&self.metrics.sessions_evicted);
+                tracing::info!(
+                    session = %oldest.id,
+                    subject = %principal.subject,
+                    limit = self.settings.max_per_principal,
+                    "this identity's session limit reached; ending its least recently used session"
+                );
                 oldest.end();
             }
-        }
+            oldest
+        } else if map.len() >= self.settings.max {
+            count(&self.metrics.sessions_refused);
+            let max = self.settings.max;
+            tracing::warn!(subject = %principal.subject, limit = max, "session refused: the gateway holds its maximum");
+            return Err(limits::overloaded(
+                format!("the gateway holds its maximum of {max} sessions; try again later"),
+                "sessions.max",
+                max,
+            ));
+        } else {
+            None
+        };
         map.insert(session.id.clone(), Arc::clone(&session));
-        session
+        self.metrics.sessions_open.store(map.len() as u64, Ordering::Relaxed);
+        Ok((session, evicted))
     }
 
     /// The session `id`, if it exists and belongs to `principal`. Another
@@ -199,7 +263,10 @@ impl Sessions {
     }
 
     fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.lock().unwrap().remove(id)
+        let mut map = self.map.lock().unwrap();
+        let removed = map.remove(id);
+        self.metrics.sessions_open.store(map.len() as u64, Ordering::Relaxed);
+        removed
     }
 
     /// End sessions idle longer than the timeout; returns their ids.
@@ -216,6 +283,7 @@ impl Sessions {
                 session.end();
             }
         }
+        self.metrics.sessions_open.store(map.len() as u64, Ordering::Relaxed);
         expired
     }
 
@@ -239,6 +307,7 @@ impl Sessions {
         for (_, session) in self.map.lock().unwrap().drain() {
             session.end();
         }
+        self.metrics.sessions_open.store(0, Ordering::Relaxed);
     }
 }
 
@@ -343,7 +412,19 @@ fn initialize(cx: &Context<'_>, id: Value, params: Value) -> Response<Body> {
     // Answer with the requested revision if it is a legacy one we speak, else our newest.
     let version = mcp::LEGACY.iter().copied().find(|v| *v == requested).unwrap_or(mcp::LEGACY[0]);
     let capabilities = params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
-    let session = cx.sessions.create(Arc::clone(&cx.principal), version, capabilities);
+    let session = match cx.sessions.create(Arc::clone(&cx.principal), version, capabilities) {
+        Ok((session, evicted)) => {
+            if let Some(evicted) = evicted {
+                cx.gateway.forget_session(&evicted.id);
+            }
+            session
+        }
+        Err(error) => {
+            let mut response = rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, &error);
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("5"));
+            return response;
+        }
+    };
     tracing::info!(session = %session.id, subject = %cx.principal.subject, version, "session started");
     let mut result = json!({
         "protocolVersion": version,
@@ -480,6 +561,21 @@ pub(crate) fn get(cx: Context<'_>) -> Response<Body> {
             found.map(|s| (s, seq))
         });
         return match stream {
+            Some((stream, seq)) if !stream.keeps_after(seq) => {
+                count(&session.metrics.resumes_refused);
+                rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    &RpcError::new(
+                        code::INVALID_REQUEST,
+                        format!(
+                            "cannot resume after {last:?}: later events were dropped to keep the stream within {} KiB \
+                             (sessions.replay_kib)",
+                            session.settings.replay_bytes >> 10
+                        ),
+                    ),
+                )
+            }
             Some((stream, seq)) => sse(stream.body(seq).boxed()),
             None => rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -495,7 +591,9 @@ pub(crate) fn get(cx: Context<'_>) -> Response<Body> {
             &RpcError::new(code::INVALID_REQUEST, "this session already has a GET stream open"),
         );
     }
-    let stream = Arc::clone(session.standalone.lock().unwrap().get_or_insert_with(|| Stream::new(0)));
+    let stream = Arc::clone(
+        session.standalone.lock().unwrap().get_or_insert_with(|| Stream::bounded(0, session.settings.replay_bytes)),
+    );
     // A new reader starts at the present, not with old events.
     let from = stream.push("");
     let seq = Stream::parse_event_id(&from).map(|(_, seq)| seq - 1).unwrap_or(0);
@@ -525,4 +623,76 @@ pub(crate) fn delete(cx: Context<'_>) -> Response<Body> {
         tracing::info!(session = %session.id, "session ended by the client");
     }
     empty(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(subject: &str) -> Arc<Principal> {
+        Arc::new(Principal { subject: subject.into(), tenant: None, roles: vec![], scopes: vec![], claims: json!({}) })
+    }
+
+    fn open(sessions: &Sessions, subject: &str) -> Result<(Arc<Session>, Option<Arc<Session>>), RpcError> {
+        sessions.create(principal(subject), "2025-11-25", json!({ "sampling": {} }))
+    }
+
+    #[test]
+    fn one_caller_cannot_end_another_callers_sessions() {
+        let metrics = Arc::new(Metrics::default());
+        let settings = SessionSettings { max: 6, max_per_principal: 5, ..SessionSettings::default() };
+        let sessions = Sessions::new(settings, Arc::clone(&metrics));
+        let (victim, _) = open(&sessions, "victim").unwrap();
+        let mut attackers = Vec::new();
+        for _ in 0..60 {
+            let (session, evicted) = open(&sessions, "attacker").unwrap();
+            if let Some(evicted) = evicted {
+                assert_eq!(evicted.principal.subject, "attacker", "only the caller's own sessions end");
+            }
+            attackers.push(session.id.clone());
+        }
+        assert!(sessions.get(&victim.id, &principal("victim")).is_some(), "the victim's session lives");
+        let live = attackers.iter().filter(|id| sessions.get(id, &principal("attacker")).is_some()).count();
+        assert_eq!(live, 5, "the attacker keeps sessions.max_per_principal sessions");
+        assert!(sessions.get(&attackers[0], &principal("attacker")).is_none(), "its oldest ended");
+
+        let refused = open(&sessions, "newcomer").err().expect("the gateway is full");
+        assert_eq!(refused.code, code::OVERLOADED);
+        assert_eq!(refused.data.unwrap()["limit"], "sessions.max");
+        assert_eq!(metrics.sessions_evicted.load(Ordering::Relaxed), 55);
+        assert_eq!(metrics.sessions_refused.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.sessions_open.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_for_a_client_are_bounded() {
+        let metrics = Arc::new(Metrics::default());
+        let settings = SessionSettings { max_client_requests: 2, ..SessionSettings::default() };
+        let sessions = Sessions::new(settings, Arc::clone(&metrics));
+        let (session, _) = open(&sessions, "p").unwrap();
+        let (events, mut sent) = mpsc::unbounded_channel();
+        let relay = Relay { session: Arc::clone(&session), events };
+        let waiting: Vec<_> =
+            (0..2).map(|_| tokio::spawn(relay.request("sampling/createMessage".into(), json!({})))).collect();
+        for _ in 0..2 {
+            sent.recv().await.expect("relayed to the client");
+        }
+        let refused = relay.request("sampling/createMessage".into(), json!({})).await.unwrap_err();
+        assert_eq!(refused.code, code::OVERLOADED);
+        assert_eq!(refused.data.unwrap()["limit"], "sessions.max_client_requests");
+        assert!(sent.try_recv().is_err(), "the refused request never reached the client");
+        assert_eq!(metrics.client_requests_refused.load(Ordering::Relaxed), 1);
+
+        // An answer frees a place for the next request.
+        let id = session.pending.lock().unwrap().keys().next().cloned().unwrap();
+        let _ = session.pending.lock().unwrap().remove(&id).unwrap().send(Ok(json!({ "answered": true })));
+        let next = tokio::spawn(relay.request("sampling/createMessage".into(), json!({})));
+        sent.recv().await.expect("relayed once a place was free");
+        // A relayed call that is cancelled frees its place too.
+        for task in waiting.into_iter().chain([next]) {
+            task.abort();
+            let _ = task.await;
+        }
+        assert!(session.pending.lock().unwrap().is_empty());
+    }
 }

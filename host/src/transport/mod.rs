@@ -12,6 +12,7 @@
 
 pub mod http;
 mod legacy;
+mod limits;
 mod modern;
 mod parked;
 pub mod stdio;

@@ -2,9 +2,9 @@
 //!
 //! A [`Stream`] is a sequence of JSON-RPC messages with ids `<stream>-<seq>`.
 //! Producers append; an HTTP response body reads from a cursor. If the client
-//! disconnects, the stream keeps what it had not delivered (bounded), so a
-//! `GET` with `Last-Event-ID` can pick it up where it left off — only on that
-//! stream, as the legacy revisions require.
+//! disconnects, the stream keeps what it had not delivered (bounded in events
+//! and bytes), so a `GET` with `Last-Event-ID` can pick it up where it left
+//! off — only on that stream, as the legacy revisions require.
 
 use std::{
     collections::VecDeque,
@@ -24,12 +24,17 @@ use crate::mcp::sse;
 
 /// Events kept for replay per stream.
 const REPLAY: usize = 1024;
+/// Bytes of events kept for replay per stream, unless configured otherwise.
+const REPLAY_BYTES: usize = 1 << 20;
 /// A comment line sent on idle streams so proxies keep them open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 struct State {
     /// (seq, encoded event), oldest first; seqs are consecutive.
     events: VecDeque<(u64, Bytes)>,
+    /// Bytes in `events`, and most kept.
+    bytes: usize,
+    max_bytes: usize,
     next_seq: u64,
     finished: bool,
 }
@@ -44,11 +49,21 @@ pub struct Stream {
 impl Stream {
     /// A new, empty stream.
     pub fn new(id: u64) -> Arc<Self> {
-        Arc::new(Self {
-            id,
-            state: Mutex::new(State { events: VecDeque::new(), next_seq: 1, finished: false }),
-            changed: Notify::new(),
-        })
+        Self::bounded(id, REPLAY_BYTES)
+    }
+
+    /// A new, empty stream that keeps at most `max_bytes` of events (and
+    /// always the newest one).
+    pub fn bounded(id: u64, max_bytes: usize) -> Arc<Self> {
+        let state = State { events: VecDeque::new(), bytes: 0, max_bytes, next_seq: 1, finished: false };
+        Arc::new(Self { id, state: Mutex::new(state), changed: Notify::new() })
+    }
+
+    /// Whether every event after `seq` is still kept, so a reader resuming
+    /// there misses nothing.
+    pub fn keeps_after(&self, seq: u64) -> bool {
+        let state = self.state.lock().unwrap();
+        state.events.front().map_or(state.next_seq, |(first, _)| *first) <= seq + 1
     }
 
     /// Its id (the prefix of its event ids).
@@ -65,9 +80,12 @@ impl Stream {
         let event_id = format!("{}-{seq}", self.id);
         let encoded =
             if data.is_empty() { format!("id: {event_id}\ndata:\n\n") } else { sse::encode(Some(&event_id), data) };
+        state.bytes += encoded.len();
         state.events.push_back((seq, Bytes::from(encoded)));
-        if state.events.len() > REPLAY {
-            state.events.pop_front();
+        while state.events.len() > REPLAY || (state.bytes > state.max_bytes && state.events.len() > 1) {
+            if let Some((_, dropped)) = state.events.pop_front() {
+                state.bytes -= dropped.len();
+            }
         }
         drop(state);
         self.changed.notify_waiters();
@@ -223,6 +241,26 @@ mod tests {
         assert_eq!(id, 3);
         let text = read_all(stream.body(seq)).await;
         assert_eq!(text, "id: 3-3\nevent: message\ndata: {\"n\":2}\n\n");
+    }
+
+    #[test]
+    fn replay_is_bounded_in_bytes_and_a_gap_is_known() {
+        let stream = Stream::bounded(2, 250);
+        let event = format!("{{\"pad\":\"{}\"}}", "x".repeat(60));
+        for _ in 0..10 {
+            stream.push(&event);
+        }
+        let state = stream.state.lock().unwrap();
+        assert!(
+            state.bytes <= 250 && state.events.len() == 2,
+            "{} bytes in {} events",
+            state.bytes,
+            state.events.len()
+        );
+        drop(state);
+        assert!(stream.keeps_after(8) && stream.keeps_after(10), "the newest are kept");
+        assert!(!stream.keeps_after(7), "event 8 was dropped");
+        assert!(Stream::new(1).keeps_after(0), "nothing pushed, nothing missed");
     }
 
     #[tokio::test]

@@ -107,7 +107,9 @@ fn every_problem_is_reported_with_its_path() {
         [
             "server.listen: \"localhost\" is not an address like 127.0.0.1:8080: invalid socket address syntax",
             "server.path: must start with '/'",
-            "server.colour: unknown field; expected one of `listen`, `path`, `max_body_kib`, `allowed_origins`, `allowed_hosts`",
+            "server.colour: unknown field; expected one of `listen`, `path`, `max_body_kib`, `allowed_origins`, \
+             `allowed_hosts`, `header_timeout_s`, `body_timeout_s`, `keep_alive_s`, `max_connections`, \
+             `max_connections_per_ip`, `max_batch`, `max_json_depth`",
             "policy.chain: /etc/warden/missing.toml is not a readable file",
             "naming.mode: \"fancy\" is not \"bare\" or \"prefix\"",
             "api_key[0].sha256: must be 64 hex digits (warden hash-key <key> prints them)",
@@ -239,4 +241,41 @@ fn the_trust_policy_and_compile_cache_load_and_their_problems_are_reported() {
     }
     assert!(found[1].ends_with("chain.toml is not a minisign public key"), "{found:?}");
     fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn connection_and_session_bounds_have_safe_defaults_and_are_checked() {
+    let minimal = format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n");
+    let config = parse_str(&minimal).unwrap();
+    let limits = &config.server.limits;
+    assert!(limits.header_timeout <= Duration::from_secs(30) && limits.body_timeout <= Duration::from_secs(30));
+    assert_eq!(*limits, ConnectionLimits::default());
+    assert_eq!(config.sessions, SessionSettings::default());
+
+    let config = parse_str(&format!(
+        "{minimal}[server]\nheader_timeout_s = 2\nkeep_alive_s = 5\nmax_connections = 10\nmax_connections_per_ip = 4\n\
+         [sessions]\nmax = 50\nmax_per_principal = 3\nreplay_kib = 64\n"
+    ))
+    .unwrap();
+    assert_eq!(config.server.limits.header_timeout, Duration::from_secs(2));
+    assert_eq!(config.server.limits.max_connections_per_ip, 4);
+    assert_eq!((config.sessions.max_per_principal, config.sessions.replay_bytes), (3, 64 << 10));
+
+    let problems = messages(
+        parse_str(&format!(
+            "{minimal}[server]\nbody_timeout_s = 0\nmax_connections = 8\nmax_connections_per_ip = 9\nmax_batch = 0\n\
+             [sessions]\nmax = 5\nmax_per_principal = 6\nmax_client_requests = 0\n"
+        ))
+        .unwrap_err(),
+    );
+    assert_eq!(
+        problems,
+        [
+            "server.body_timeout_s: must be above zero",
+            "server.max_batch: must be above zero",
+            "server.max_connections_per_ip: must not exceed max_connections (8)",
+            "sessions.max_client_requests: must be above zero",
+            "sessions.max_per_principal: must not exceed max (5)",
+        ]
+    );
 }
