@@ -28,9 +28,9 @@ use crate::{
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
     config::identity::ScopeRule,
-    engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind, ToolAnnotations},
+    engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind},
     mcp::{RpcError, code},
-    upstream::{CallHooks, Upstream, UpstreamEvent, UpstreamSpec},
+    upstream::{CallHooks, ClientRequests, Upstream, UpstreamEvent, UpstreamSpec},
 };
 pub use history::History;
 
@@ -286,6 +286,13 @@ impl Gateway {
                     .and_then(Value::as_str)
                     .ok_or_else(|| RpcError::invalid_params("uri is required"))?;
                 let upstream = self.resource_upstream(uri)?;
+                // Updates carry the resource's name and prompt a read: a
+                // principal that may not read it may not watch it either.
+                // Unsubscribing is always allowed.
+                if method == "resources/subscribe" {
+                    let target = resource_target(upstream.name(), uri);
+                    self.screen(caller, target, json!({ "uri": uri }), method)?;
+                }
                 // The gateway tracks subscriptions itself; it forwards them only
                 // to legacy upstreams that take them (2026-07-28 has none).
                 let forward = upstream.server_info().is_some_and(|i| {
@@ -466,12 +473,7 @@ impl Gateway {
         let uri =
             params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("uri is required"))?;
         let upstream = self.resource_upstream(uri)?;
-        let target = Target {
-            kind: TargetKind::Resource,
-            server: upstream.name().to_owned(),
-            name: uri.to_owned(),
-            annotations: ToolAnnotations::default(),
-        };
+        let target = resource_target(upstream.name(), uri);
         let arguments = json!({ "uri": uri });
         self.through_chain(caller, target, arguments, params, "resources/read", "", &Value::Null).await
     }
@@ -482,12 +484,7 @@ impl Gateway {
         let snapshot = self.catalog.snapshot();
         let entry =
             snapshot.prompt(exposed).ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
-        let target = Target {
-            kind: TargetKind::Prompt,
-            server: entry.upstream.clone(),
-            name: entry.name.clone(),
-            annotations: ToolAnnotations::default(),
-        };
+        let target = prompt_target(&entry.upstream, &entry.name);
         params["name"] = json!(entry.name);
         let arguments = params.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
         self.through_chain(caller, target, arguments, params, "prompts/get", "arguments", &Value::Null).await
@@ -512,49 +509,29 @@ impl Gateway {
         let live = self.chain.load_full();
         let history_key = caller.history_key();
         let request_id = self.request_id();
-        let audit = |outcome: &str, detail: &str| {
-            tracing::info!(
-                target: "warden::audit",
-                request = %request_id,
-                subject = %caller.principal.subject,
-                upstream = %target.server,
-                name = %target.name,
-                method,
-                outcome,
-                detail,
-                micros = started.elapsed().as_micros() as u64,
-            );
-        };
-        let mut call = Call {
-            request_id: request_id.clone(),
-            session_id: caller.session.clone(),
-            principal: caller.principal.to_policy(),
-            target: target.clone(),
-            arguments: arguments.to_string(),
-            history: self.history.recent(&history_key),
-            timestamp_ms: now_ms(),
-        };
+        let audit = |outcome: &str, detail: &str| audit(&request_id, caller, &target, method, outcome, detail, started);
+        let mut call = self.call_record(caller, request_id.clone(), target.clone(), &arguments);
 
         let decision = live.chain.on_call(&mut call);
-        match decision.outcome {
-            CallOutcome::Allow => {}
-            CallOutcome::Deny(rejection) => {
-                audit("denied", &rejection.reason);
-                return Err(denied(&rejection));
-            }
-            CallOutcome::Ask(approval) => {
-                audit("approval-required", &approval.prompt);
-                return Err(RpcError::new(code::APPROVAL_REQUIRED, format!("approval required: {}", approval.prompt))
-                    .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })));
-            }
+        let rewrote = decision.rewrote();
+        if let Err((outcome, detail, error)) = refusal(decision.outcome) {
+            audit(outcome, &detail);
+            return Err(error);
         }
-        if decision.rewrote() && !arguments_key.is_empty() {
+        if rewrote && !arguments_key.is_empty() {
             params[arguments_key] = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
         }
 
         let upstream = self.upstream(&call.target.server)?;
         self.history.record(&history_key, &call);
         let mut caller = caller.clone();
+        // What the upstream asks the client mid-call (sampling, elicitation,
+        // roots) reaches a person or the client's model: it passes on-result.
+        if live.chain.runs(Hook::OnResult)
+            && let Some(inner) = caller.hooks.requests.take()
+        {
+            caller.hooks.requests = Some(Arc::new(Screened { inner, live: Arc::clone(&live), call: call.clone() }));
+        }
         let final_arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
         for (suffix, path) in crate::mcp::param_header_specs(input_schema) {
             if let Some(value) = crate::mcp::param_header_value(&final_arguments, &path) {
@@ -568,12 +545,9 @@ impl Gateway {
                 return Err(error);
             }
         };
-        // An input_required result is a question for the client, not data for the model.
-        if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
-            audit("input-required", "");
-            return Ok(result);
-        }
-
+        // An input_required result (a 2026-07-28 client's question round)
+        // passes on-result like any result: its questions reach a person or
+        // the client's model.
         if !live.chain.runs(Hook::OnResult) {
             audit("allowed", "");
             return Ok(result);
@@ -595,6 +569,43 @@ impl Gateway {
                 audit("result-denied", &rejection.reason);
                 Err(denied(&rejection))
             }
+        }
+    }
+
+    /// on-call alone, for requests that use a resource or prompt without
+    /// fetching it (completions, subscriptions): a deny or an ask refuses,
+    /// and a rewrite cannot apply, so it is ignored (logged). Nothing is
+    /// recorded in the history chain policies see: nothing was called.
+    fn screen(&self, caller: &Caller, target: Target, arguments: Value, method: &str) -> Result<(), RpcError> {
+        let started = Instant::now();
+        let live = self.chain.load_full();
+        let request_id = self.request_id();
+        let mut call = self.call_record(caller, request_id.clone(), target.clone(), &arguments);
+        let decision = live.chain.on_call(&mut call);
+        let rewrote = decision.rewrote();
+        match refusal(decision.outcome) {
+            Err((outcome, detail, error)) => {
+                audit(&request_id, caller, &target, method, outcome, &detail, started);
+                Err(error)
+            }
+            Ok(()) => {
+                let outcome = if rewrote { "allowed-rewrite-ignored" } else { "allowed" };
+                audit(&request_id, caller, &target, method, outcome, "", started);
+                Ok(())
+            }
+        }
+    }
+
+    /// What the chain's on-call and on-result see of a request.
+    fn call_record(&self, caller: &Caller, request_id: String, target: Target, arguments: &Value) -> Call {
+        Call {
+            request_id,
+            session_id: caller.session.clone(),
+            principal: caller.principal.to_policy(),
+            target,
+            arguments: arguments.to_string(),
+            history: self.history.recent(&caller.history_key()),
+            timestamp_ms: now_ms(),
         }
     }
 
@@ -640,9 +651,13 @@ impl Gateway {
         Err(RpcError::internal(format!("the upstream asked for input more than {MAX_INPUT_ROUNDS} times")))
     }
 
+    /// `completion/complete`: suggestions for a prompt's or resource
+    /// template's argument. The chain's on-call sees it as a use of that
+    /// prompt or resource (arguments: `{"completion": <the params>}`), so a
+    /// principal who may not use a prompt cannot probe its arguments either.
     async fn complete(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-        let upstream = match reference.get("type").and_then(Value::as_str) {
+        let (upstream, target) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let exposed = reference.get("name").and_then(Value::as_str).unwrap_or_default();
                 let snapshot = self.catalog.snapshot();
@@ -650,14 +665,16 @@ impl Gateway {
                     .prompt(exposed)
                     .ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
                 params["ref"]["name"] = json!(entry.name);
-                self.upstream(&entry.upstream)?
+                (self.upstream(&entry.upstream)?, prompt_target(&entry.upstream, &entry.name))
             }
             Some("ref/resource") => {
                 let uri = reference.get("uri").and_then(Value::as_str).unwrap_or_default();
-                self.resource_upstream(uri)?
+                let upstream = self.resource_upstream(uri)?;
+                (upstream, resource_target(upstream.name(), uri))
             }
             _ => return Err(RpcError::invalid_params("ref must be a ref/prompt or ref/resource")),
         };
+        self.screen(caller, target, json!({ "completion": params }), "completion/complete")?;
         if !upstream.server_info().is_some_and(|i| i.has("completions")) {
             return Ok(json!({ "completion": { "values": [], "hasMore": false } }));
         }
@@ -675,6 +692,114 @@ impl Gateway {
             .ok_or_else(|| RpcError::invalid_params("Resource not found").with_data(json!({ "uri": uri })))?;
         self.upstream(name)
     }
+}
+
+/// Relays an upstream's requests to the client only after the chain's
+/// on-result saw them, in the shape a 2026-07-28 upstream would have sent
+/// them: `{"resultType": "input_required", "inputRequests": {"0": {method,
+/// params}}}`, so a result policy treats both eras' questions alike. A deny
+/// answers the upstream with the denial; a rewrite changes what the client
+/// is asked.
+struct Screened {
+    inner: Arc<dyn ClientRequests>,
+    live: Arc<LiveChain>,
+    call: Call,
+}
+
+impl ClientRequests for Screened {
+    fn request(
+        &self,
+        method: String,
+        params: Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>> + Send>> {
+        let question = json!({
+            "resultType": "input_required",
+            "inputRequests": { "0": { "method": method, "params": params } },
+        });
+        let decision = self.live.chain.on_result(&self.call, question.to_string());
+        let rewrote = decision.rewrote();
+        let params = match decision.outcome {
+            ResultOutcome::Deny(rejection) => {
+                tracing::info!(
+                    target: "warden::audit",
+                    request = %self.call.request_id,
+                    name = %self.call.target.name,
+                    method,
+                    outcome = "client-request-denied",
+                    detail = %rejection.reason,
+                );
+                return Box::pin(std::future::ready(Err(denied(&rejection))));
+            }
+            ResultOutcome::Allow(output) if rewrote => {
+                let rewritten: Option<Value> = serde_json::from_str::<Value>(&output)
+                    .ok()
+                    .and_then(|mut v| v.pointer_mut("/inputRequests/0/params").map(Value::take));
+                match rewritten {
+                    Some(params) => params,
+                    None => {
+                        let error = RpcError::internal("a policy rewrote the client request into something else");
+                        return Box::pin(std::future::ready(Err(error)));
+                    }
+                }
+            }
+            ResultOutcome::Allow(_) => params,
+        };
+        self.inner.request(method, params)
+    }
+}
+
+fn resource_target(server: &str, uri: &str) -> Target {
+    Target {
+        kind: TargetKind::Resource,
+        server: server.to_owned(),
+        name: uri.to_owned(),
+        annotations: Default::default(),
+    }
+}
+
+fn prompt_target(server: &str, name: &str) -> Target {
+    Target {
+        kind: TargetKind::Prompt,
+        server: server.to_owned(),
+        name: name.to_owned(),
+        annotations: Default::default(),
+    }
+}
+
+/// A refusing on-call outcome as (audit outcome, detail, the client's error).
+fn refusal(outcome: CallOutcome) -> Result<(), (&'static str, String, RpcError)> {
+    match outcome {
+        CallOutcome::Allow => Ok(()),
+        CallOutcome::Deny(rejection) => Err(("denied", rejection.reason.clone(), denied(&rejection))),
+        CallOutcome::Ask(approval) => {
+            let error = RpcError::new(code::APPROVAL_REQUIRED, format!("approval required: {}", approval.prompt))
+                .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt }));
+            Err(("approval-required", approval.prompt, error))
+        }
+    }
+}
+
+/// One line of the decision log.
+fn audit(
+    request_id: &str,
+    caller: &Caller,
+    target: &Target,
+    method: &str,
+    outcome: &str,
+    detail: &str,
+    started: Instant,
+) {
+    tracing::info!(
+        target: "warden::audit",
+        request = %request_id,
+        subject = %caller.principal.subject,
+        upstream = %target.server,
+        name = %target.name,
+        method,
+        outcome,
+        detail,
+        micros = started.elapsed().as_micros() as u64,
+    );
 }
 
 /// The client's error for a policy denial.
