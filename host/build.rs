@@ -13,10 +13,11 @@ use std::{
     process::Command,
 };
 
-/// Plugin packages to build: the reference policies, the test plugin, and the
-/// SDK example (which the tests load, so the example cannot rot).
-const PLUGINS: [&str; 6] =
-    ["rbac", "chain-detect", "injection-sanitizer", "tenant-filter", "hostile", "read-only-mode"];
+/// Plugin packages to build: the reference policies, the test plugins (one
+/// built against the frozen 0.1.0 contract), and the SDK example (which the
+/// tests load, so the example cannot rot).
+const PLUGINS: [&str; 7] =
+    ["rbac", "chain-detect", "injection-sanitizer", "tenant-filter", "hostile", "contract-0-1-0", "read-only-mode"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {

@@ -6,8 +6,9 @@
 //!   wins. The outcome is allow, ask (the first one), or deny.
 //! - **on-result**: in order; the first deny ends the chain; rewrites feed the
 //!   next plugin.
-//! - **on-list**: in order; each plugin sees only the tools earlier plugins
-//!   left visible; hides remove, flags accumulate.
+//! - **on-list** (tools) and **on-catalog** (resources, templates, prompts):
+//!   in order; each plugin sees only the items earlier plugins left visible;
+//!   hides remove, flags accumulate.
 //!
 //! A plugin that fails (trap, fuel, deadline, memory, bad output) denies with
 //! code `policy-failed`, unless its link is `fail_open`, in which case the
@@ -16,7 +17,8 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::engine::{
-    Call, CallVerdict, Hook, ListRequest, ListVerdict, ListedTool, Plugin, PluginError, ResultVerdict,
+    Call, CallVerdict, Hook, Invocation, ListRequest, ListVerdict, ListedItem, ListedTool, Plugin, PluginError,
+    ResultVerdict,
 };
 
 /// The denial code of a plugin that failed closed.
@@ -85,7 +87,7 @@ pub enum ResultOutcome {
     Deny(Rejection),
 }
 
-/// What one tool of a listing became.
+/// What one item of a listing became.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Visibility {
     /// Shown; the flags (plugin, reason) may be empty.
@@ -182,12 +184,12 @@ pub struct ResultDecision {
     pub steps: Vec<Step>,
 }
 
-/// The chain's decision on a listing: one visibility per tool, in order.
+/// The chain's decision on a listing: one visibility per item, in order.
 #[must_use]
 #[derive(Clone, Debug)]
 pub struct ListDecision {
-    /// What became of each tool.
-    pub tools: Vec<Visibility>,
+    /// What became of each item.
+    pub items: Vec<Visibility>,
     /// Every plugin invocation, in order.
     pub steps: Vec<Step>,
 }
@@ -281,11 +283,30 @@ impl Chain {
 
     /// Run `on-list` over the chain. `now_ms` is the request's timestamp.
     pub fn on_list(&self, request: &ListRequest, tools: &[ListedTool], now_ms: u64) -> ListDecision {
+        self.listing(Hook::OnList, tools, |link, visible| {
+            link.plugin.on_list(&link.config_json, request, visible, now_ms)
+        })
+    }
+
+    /// Run on-catalog over a listing of resources, templates or prompts;
+    /// the same rules as [`Chain::on_list`].
+    pub fn on_catalog(&self, request: &ListRequest, items: &[ListedItem], now_ms: u64) -> ListDecision {
+        self.listing(Hook::OnCatalog, items, |link, visible| {
+            link.plugin.on_catalog(&link.config_json, request, visible, now_ms)
+        })
+    }
+
+    fn listing<T: Clone>(
+        &self,
+        hook: Hook,
+        items: &[T],
+        invoke: impl Fn(&Link, &[T]) -> Result<Invocation<Vec<ListVerdict>>, PluginError>,
+    ) -> ListDecision {
         let mut steps = Vec::new();
-        let mut visibility: Vec<Visibility> = vec![Visibility::Shown(Vec::new()); tools.len()];
-        for link in self.with_hook(Hook::OnList) {
+        let mut visibility: Vec<Visibility> = vec![Visibility::Shown(Vec::new()); items.len()];
+        for link in self.with_hook(hook) {
             // Each plugin sees only what is still visible.
-            let (indices, visible): (Vec<usize>, Vec<ListedTool>) = tools
+            let (indices, visible): (Vec<usize>, Vec<T>) = items
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| matches!(visibility[*i], Visibility::Shown(_)))
@@ -294,9 +315,9 @@ impl Chain {
             if visible.is_empty() {
                 break;
             }
-            let _span = tracing::debug_span!("plugin", plugin = link.plugin.name(), hook = "on-list").entered();
-            let invocation = link.plugin.on_list(&link.config_json, request, &visible, now_ms);
-            let verdicts = match link.settle(Hook::OnList, invocation, &mut steps) {
+            let _span = tracing::debug_span!("plugin", plugin = link.plugin.name(), hook = hook.as_str()).entered();
+            let invocation = invoke(link, &visible);
+            let verdicts = match link.settle(hook, invocation, &mut steps) {
                 Ok(Some((verdicts, step))) => {
                     let hidden = verdicts.iter().filter(|v| matches!(v, ListVerdict::Hide(_))).count();
                     let flagged = verdicts.iter().filter(|v| matches!(v, ListVerdict::Flag(_))).count();
@@ -326,7 +347,7 @@ impl Chain {
                 }
             }
         }
-        ListDecision { tools: visibility, steps }
+        ListDecision { items: visibility, steps }
     }
 }
 
@@ -361,7 +382,7 @@ impl Link {
     fn settle<T>(
         &self,
         hook: Hook,
-        invocation: Result<crate::engine::Invocation<T>, PluginError>,
+        invocation: Result<Invocation<T>, PluginError>,
         steps: &mut Vec<Step>,
     ) -> Result<Option<(T, PendingStep)>, Rejection> {
         match invocation {

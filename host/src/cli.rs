@@ -492,12 +492,16 @@ fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let chain = config::chain::load(&engine()?, path, &Trust::default())?;
     println!("{}: ok ({} plugins)", path.display(), chain.links().len());
     for link in chain.links() {
-        let hooks: Vec<&str> =
-            [crate::engine::Hook::OnCall, crate::engine::Hook::OnResult, crate::engine::Hook::OnList]
-                .into_iter()
-                .filter(|h| link.plugin.hooks().has(*h))
-                .map(|h| h.as_str())
-                .collect();
+        let hooks: Vec<&str> = [
+            crate::engine::Hook::OnCall,
+            crate::engine::Hook::OnResult,
+            crate::engine::Hook::OnList,
+            crate::engine::Hook::OnCatalog,
+        ]
+        .into_iter()
+        .filter(|h| link.plugin.hooks().has(*h))
+        .map(|h| h.as_str())
+        .collect();
         println!("  {:<20} {:<30} {}", link.plugin.name(), link.source, hooks.join(", "));
     }
     Ok(0)

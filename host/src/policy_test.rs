@@ -354,7 +354,7 @@ pub fn run_list(chain: &Chain, list: ListFile) -> Report {
     let decision = chain.on_list(&request, &tools, now_ms());
     let fates: Vec<Value> = tools
         .iter()
-        .zip(&decision.tools)
+        .zip(&decision.items)
         .map(|(tool, fate)| match fate {
             Visibility::Shown(flags) if flags.is_empty() => json!({"name": tool.name, "visibility": "shown"}),
             Visibility::Shown(flags) => json!({
@@ -366,7 +366,7 @@ pub fn run_list(chain: &Chain, list: ListFile) -> Report {
             }
         })
         .collect();
-    let all_hidden = !tools.is_empty() && decision.tools.iter().all(|v| matches!(v, Visibility::Hidden(_)));
+    let all_hidden = !tools.is_empty() && decision.items.iter().all(|v| matches!(v, Visibility::Hidden(_)));
     Report {
         verdict: if all_hidden { Verdict::Deny } else { Verdict::Allow },
         plugin: None,

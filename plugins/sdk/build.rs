@@ -8,7 +8,7 @@
 
 use std::{env, fmt::Write, fs, path::PathBuf};
 
-const HOOKS: [&str; 3] = ["call", "result", "list"];
+const HOOKS: [&str; 4] = ["call", "result", "list", "catalog"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -19,9 +19,9 @@ fn main() {
     let wit = wit.to_str().expect("a UTF-8 path to wit/").replace('\\', "/");
     let mut arms = String::new();
     // Every non-empty subset of the hooks, in canonical order.
-    for mask in 1u8..8 {
-        let hooks: Vec<&str> = (0..3).filter(|i| mask & (1 << i) != 0).map(|i| HOOKS[i]).collect();
-        let includes: String = hooks.iter().map(|h| format!("include warden:policy/{h}-policy@0.1.0; ")).collect();
+    for mask in 1u8..(1 << HOOKS.len()) {
+        let hooks: Vec<&str> = (0..HOOKS.len()).filter(|i| mask & (1 << i) != 0).map(|i| HOOKS[i]).collect();
+        let includes: String = hooks.iter().map(|h| format!("include warden:policy/{h}-policy@0.1.1; ")).collect();
         let pattern = hooks.join(", ");
         let impls: String = hooks.iter().map(|h| format!("$crate::__impl_hook!({h}, $ty);\n")).collect();
         let native: String = hooks.iter().map(|h| format!("&$crate::__native_hook!({h}, $ty), ")).collect();
@@ -29,7 +29,7 @@ fn main() {
             arms,
             r#"
     ($ty:ty : {pattern}) => {{
-        // Exported names like `warden:policy/call-hook@0.1.0#on-call` are not
+        // Exported names like `warden:policy/call-hook@0.1.1#on-call` are not
         // valid symbols for native linkers, so the exports exist only in Wasm
         // builds; native builds (unit tests) compile the policy logic alone.
         #[cfg(target_arch = "wasm32")]
@@ -43,8 +43,8 @@ fn main() {
                 inline: "package warden:plugin; world plugin {{ {includes}}}",
                 world: "warden:plugin/plugin",
                 with: {{
-                    "warden:policy/types@0.1.0": ::warden_policy_sdk::types,
-                    "warden:policy/host@0.1.0": ::warden_policy_sdk::__private::host,
+                    "warden:policy/types@0.1.1": ::warden_policy_sdk::types,
+                    "warden:policy/host@0.1.1": ::warden_policy_sdk::__private::host,
                 }},
                 runtime_path: "::warden_policy_sdk::__private::wit_bindgen::rt",
             }});
@@ -72,9 +72,10 @@ fn main() {
     let source = format!(
         r#"/// Exports a policy type as a Warden plugin, with the hooks listed after the colon.
 ///
-/// Hooks are written in the order `call`, `result`, `list`; list only the ones your
-/// type implements (`CallPolicy`, `ResultPolicy`, `ListPolicy`). Hooks you do not
-/// list are absent from the component, and the gateway never calls them.
+/// Hooks are written in the order `call`, `result`, `list`, `catalog`; list only
+/// the ones your type implements (`CallPolicy`, `ResultPolicy`, `ListPolicy`,
+/// `CatalogPolicy`). Hooks you do not list are absent from the component, and
+/// the gateway never calls them.
 ///
 /// ```
 /// use warden_policy_sdk::{{Call, CallPolicy, CallVerdict, ListPolicy, ListRequest, ListVerdict, ListedTool, Policy}};

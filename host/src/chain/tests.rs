@@ -122,8 +122,8 @@ fn listings_hide_and_flag_and_later_plugins_see_only_what_is_left() {
     let chain = Chain::new(vec![rbac_link(), behave("flagger", "tag")]);
     let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };
     let decision = chain.on_list(&request, &tools(), 0);
-    assert_eq!(decision.tools[0], Visibility::Shown(vec![("flagger".into(), "flagger flags".into())]));
-    let Visibility::Hidden(why) = &decision.tools[1] else { panic!("analyst must not see the write tool") };
+    assert_eq!(decision.items[0], Visibility::Shown(vec![("flagger".into(), "flagger flags".into())]));
+    let Visibility::Hidden(why) = &decision.items[1] else { panic!("analyst must not see the write tool") };
     assert_eq!(why.plugin, "rbac");
     assert_eq!(decision.steps[0].outcome, StepOutcome::Listed { hidden: 1, flagged: 0 });
     assert_eq!(decision.steps[1].outcome, StepOutcome::Listed { hidden: 0, flagged: 1 }, "flagger saw one tool");
@@ -134,7 +134,7 @@ fn a_failing_list_plugin_hides_everything() {
     let chain = Chain::new(vec![behave("broken", "wrong-length")]);
     let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };
     let decision = chain.on_list(&request, &tools(), 0);
-    for tool in &decision.tools {
+    for tool in &decision.items {
         let Visibility::Hidden(r) = tool else { panic!("must be hidden: {tool:?}") };
         assert_eq!(r.code, POLICY_FAILED);
         assert_eq!(r.reason, "policy \"broken\" on-list returned 3 verdicts for 2 tools");

@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::warden::policy::types;
-pub use exports::warden::policy::{call_hook, config, list_hook, result_hook};
+pub use exports::warden::policy::{call_hook, catalog_hook, config, list_hook, result_hook};
 
 impl Default for types::ToolAnnotations {
     /// No hints, as for resources, prompts and tools without annotations.

@@ -13,6 +13,8 @@ pub enum Hook {
     OnResult,
     /// `list-hook.on-list`
     OnList,
+    /// `catalog-hook.on-catalog` (WIT 0.1.1)
+    OnCatalog,
 }
 
 impl Hook {
@@ -23,6 +25,7 @@ impl Hook {
             Hook::OnCall => "on-call",
             Hook::OnResult => "on-result",
             Hook::OnList => "on-list",
+            Hook::OnCatalog => "on-catalog",
         }
     }
 }

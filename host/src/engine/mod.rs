@@ -26,8 +26,8 @@ use wasmtime::{
 };
 
 pub use bindings::types::{
-    Call, CallVerdict, Denial, ListRequest, ListVerdict, ListedTool, PastCall, Principal, ResultVerdict, Rewrite,
-    Target, TargetKind, ToolAnnotations,
+    Call, CallVerdict, Denial, ItemKind, ListRequest, ListVerdict, ListedItem, ListedTool, PastCall, Principal,
+    ResultVerdict, Rewrite, Target, TargetKind, ToolAnnotations,
 };
 pub use cache::CompileCache;
 pub use error::{Failure, Hook, LoadError, PluginError};

@@ -15,16 +15,19 @@ use wasmtime::{
 
 use super::{
     Engine, Failure, Hook, Limits, LoadError, PluginError,
-    bindings::{call_hook, config, list_hook, result_hook, types},
+    bindings::{call_hook, catalog_hook, config, list_hook, result_hook, types},
     deadline_ticks,
     store::{self, StoreState},
 };
 
 /// Export names of the contract's interfaces, as components carry them.
-const CALL_HOOK: &str = "warden:policy/call-hook@0.1.0";
-const RESULT_HOOK: &str = "warden:policy/result-hook@0.1.0";
-const LIST_HOOK: &str = "warden:policy/list-hook@0.1.0";
-const CONFIG: &str = "warden:policy/config@0.1.0";
+/// Lookups are semver-compatible, so a component built for 0.1.0 is found by
+/// its 0.1.0 names.
+const CALL_HOOK: &str = "warden:policy/call-hook@0.1.1";
+const RESULT_HOOK: &str = "warden:policy/result-hook@0.1.1";
+const LIST_HOOK: &str = "warden:policy/list-hook@0.1.1";
+const CATALOG_HOOK: &str = "warden:policy/catalog-hook@0.1.1";
+const CONFIG: &str = "warden:policy/config@0.1.1";
 
 /// Human-readable strings a plugin returns (reasons, prompts, notes) are cut to this.
 const MAX_TEXT: usize = 1024;
@@ -60,6 +63,7 @@ pub struct Hooks {
     call: Option<call_hook::GuestIndices>,
     result: Option<result_hook::GuestIndices>,
     list: Option<list_hook::GuestIndices>,
+    catalog: Option<catalog_hook::GuestIndices>,
     config: Option<config::GuestIndices>,
 }
 
@@ -70,6 +74,7 @@ impl Hooks {
             Hook::OnCall => self.call.is_some(),
             Hook::OnResult => self.result.is_some(),
             Hook::OnList => self.list.is_some(),
+            Hook::OnCatalog => self.catalog.is_some(),
             Hook::ValidateConfig => self.config.is_some(),
         }
     }
@@ -116,11 +121,13 @@ impl Plugin {
             call: indices(&pre, CALL_HOOK, call_hook::GuestIndices::new).map_err(contract)?,
             result: indices(&pre, RESULT_HOOK, result_hook::GuestIndices::new).map_err(contract)?,
             list: indices(&pre, LIST_HOOK, list_hook::GuestIndices::new).map_err(contract)?,
+            catalog: indices(&pre, CATALOG_HOOK, catalog_hook::GuestIndices::new).map_err(contract)?,
             config: indices(&pre, CONFIG, config::GuestIndices::new).map_err(contract)?,
         };
-        if !(hooks.has(Hook::OnCall) || hooks.has(Hook::OnResult) || hooks.has(Hook::OnList)) {
+        if ![Hook::OnCall, Hook::OnResult, Hook::OnList, Hook::OnCatalog].into_iter().any(|h| hooks.has(h)) {
             return Err(contract(format!(
-                "exports none of {CALL_HOOK}, {RESULT_HOOK}, {LIST_HOOK}; is it built for a warden:policy world?"
+                "exports none of {CALL_HOOK}, {RESULT_HOOK}, {LIST_HOOK}, {CATALOG_HOOK}; \
+                 is it built for a warden:policy world?"
             )));
         }
 
@@ -142,6 +149,9 @@ impl Plugin {
                 i.load(&mut *store, instance)?;
             }
             if let Some(i) = &hooks.list {
+                i.load(&mut *store, instance)?;
+            }
+            if let Some(i) = &hooks.catalog {
                 i.load(&mut *store, instance)?;
             }
             if let Some(i) = &hooks.config {
@@ -239,14 +249,38 @@ impl Plugin {
         now_ms: u64,
     ) -> Result<Invocation<Vec<types::ListVerdict>>, PluginError> {
         let indices = self.inner.hooks.list.as_ref().expect("plugin exports on-list");
-        let mut outcome = self.invoke(Hook::OnList, &request.request_id, now_ms, |store, instance| {
+        let outcome = self.invoke(Hook::OnList, &request.request_id, now_ms, |store, instance| {
             indices.load(&mut *store, instance)?.call_on_list(&mut *store, config_json, request, tools)
         })?;
-        if outcome.value.len() != tools.len() {
-            return Err(self.error(
-                Hook::OnList,
-                Failure::BadOutput(format!("{} verdicts for {} tools", outcome.value.len(), tools.len())),
-            ));
+        self.checked_verdicts(Hook::OnList, outcome, tools.len(), "tools")
+    }
+
+    /// Run `on-catalog`. Panics if the plugin does not export it.
+    pub fn on_catalog(
+        &self,
+        config_json: &str,
+        request: &types::ListRequest,
+        items: &[types::ListedItem],
+        now_ms: u64,
+    ) -> Result<Invocation<Vec<types::ListVerdict>>, PluginError> {
+        let indices = self.inner.hooks.catalog.as_ref().expect("plugin exports on-catalog");
+        let outcome = self.invoke(Hook::OnCatalog, &request.request_id, now_ms, |store, instance| {
+            indices.load(&mut *store, instance)?.call_on_catalog(&mut *store, config_json, request, items)
+        })?;
+        self.checked_verdicts(Hook::OnCatalog, outcome, items.len(), "items")
+    }
+
+    /// A listing hook must return one verdict per item; reasons are cut to size.
+    fn checked_verdicts(
+        &self,
+        hook: Hook,
+        mut outcome: Invocation<Vec<types::ListVerdict>>,
+        items: usize,
+        what: &str,
+    ) -> Result<Invocation<Vec<types::ListVerdict>>, PluginError> {
+        if outcome.value.len() != items {
+            let failure = Failure::BadOutput(format!("{} verdicts for {items} {what}", outcome.value.len()));
+            return Err(self.error(hook, failure));
         }
         for verdict in &mut outcome.value {
             if let types::ListVerdict::Hide(text) | types::ListVerdict::Flag(text) = verdict {

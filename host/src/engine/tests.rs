@@ -274,3 +274,29 @@ fn an_exhausted_instance_pool_refuses_at_once_and_names_the_setting() {
     assert_eq!(spinner.join().unwrap().failure, Failure::Deadline { limit: Duration::from_millis(400) });
     still_serves(&plugin);
 }
+
+#[test]
+fn a_plugin_built_for_the_0_1_0_contract_keeps_loading_and_deciding() {
+    let bytes = std::fs::read(concat!(env!("WARDEN_PLUGIN_DIR"), "/contract_0_1_0.wasm")).unwrap();
+    let plugin = engine().load("v010", &bytes, Limits::default()).unwrap();
+    assert!(plugin.hooks().has(Hook::OnCall) && plugin.hooks().has(Hook::OnResult) && plugin.hooks().has(Hook::OnList));
+    assert!(!plugin.hooks().has(Hook::OnCatalog), "0.1.0 had no catalog hook");
+    plugin.validate_config("{}").unwrap();
+
+    let mut forbidden = call(json!({}));
+    forbidden.target.name = "forbidden".into();
+    let verdict = plugin.on_call("{}", &forbidden).unwrap().value;
+    assert_eq!(verdict, CallVerdict::Deny(Denial { code: "v010".into(), reason: "denied by a 0.1.0 plugin".into() }));
+    assert_eq!(plugin.on_call("{}", &call(json!({}))).unwrap().value, CallVerdict::Allow);
+
+    let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };
+    let tool = |name: &str| ListedTool {
+        server: "s".into(),
+        name: name.into(),
+        description: None,
+        annotations: ToolAnnotations::default(),
+        input_schema: "{}".into(),
+    };
+    let verdicts = plugin.on_list("{}", &request, &[tool("shown"), tool("hidden")], 0).unwrap().value;
+    assert_eq!(verdicts, [ListVerdict::Show, ListVerdict::Hide("hidden by a 0.1.0 plugin".into())]);
+}

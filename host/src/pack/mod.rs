@@ -54,7 +54,7 @@ pub const SIGNATURE: &str = "manifest.toml.minisig";
 pub const FORMAT: u32 = 1;
 
 /// The WIT package policy plugins are built against, as `wit/policy.wit`
-/// declares it (`warden:policy@0.1.0`).
+/// declares it (`warden:policy@0.1.1`).
 pub fn wit_package() -> &'static str {
     static PACKAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PACKAGE.get_or_init(|| {

@@ -89,9 +89,10 @@ fn resign(f: &Fixture, key: &Path, edit: impl Fn(&str) -> String) {
 
 #[test]
 fn the_wit_package_is_the_one_wit_declares() {
-    assert_eq!(wit_package(), "warden:policy@0.1.0");
-    assert_eq!(check_wit("warden:policy@0.1.0"), Ok(()));
-    for refused in ["warden:policy@0.2.0", "warden:policy@0.1.1", "warden:policy@1.0.0", "acme:policy@0.1.0", "0.1"] {
+    assert_eq!(wit_package(), "warden:policy@0.1.1");
+    assert_eq!(check_wit("warden:policy@0.1.1"), Ok(()));
+    assert_eq!(check_wit("warden:policy@0.1.0"), Ok(()), "packs built for 0.1.0 keep loading");
+    for refused in ["warden:policy@0.2.0", "warden:policy@0.1.2", "warden:policy@1.0.0", "acme:policy@0.1.0", "0.1"] {
         let error = check_wit(refused).unwrap_err();
         assert!(error.contains(&format!("built for WIT package {refused}")), "{error}");
     }

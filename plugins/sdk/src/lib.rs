@@ -1,7 +1,9 @@
 //! Write Warden policy plugins in Rust.
 //!
 //! A policy is a type that implements [`Policy`] (its configuration) and one or
-//! more of the hook traits [`CallPolicy`], [`ResultPolicy`] and [`ListPolicy`].
+//! more of the hook traits [`CallPolicy`], [`ResultPolicy`], [`ListPolicy`]
+//! (tool listings) and [`CatalogPolicy`] (resource, template and prompt
+//! listings).
 //! The [`export!`] macro turns it into a WebAssembly component that exports
 //! exactly those hooks, built with `cargo build --target wasm32-wasip2`:
 //!
@@ -31,7 +33,7 @@
 //! ```
 //!
 //! The types mirror the WIT contract in `wit/policy.wit` (package
-//! `warden:policy@0.1.0`); read it for what each field means. Everything here
+//! `warden:policy@0.1.1`); read it for what each field means. Everything here
 //! also compiles for the host target, so policy logic can be unit-tested with a
 //! plain `cargo test`.
 
@@ -45,7 +47,7 @@ pub use patterns::{Pattern, PatternError};
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        inline: "package warden:sdk; world imports { import warden:policy/host@0.1.0; }",
+        inline: "package warden:sdk; world imports { import warden:policy/host@0.1.1; }",
         world: "warden:sdk/imports",
         additional_derives: [PartialEq, Eq],
         generate_all,
@@ -57,8 +59,8 @@ pub mod types {
     pub use crate::bindings::warden::policy::types::*;
 }
 pub use types::{
-    Call, CallVerdict, Denial, ListRequest, ListVerdict, ListedTool, LogLevel, PastCall, Principal, ResultVerdict,
-    Rewrite, Target, TargetKind, ToolAnnotations,
+    Call, CallVerdict, Denial, ItemKind, ListRequest, ListVerdict, ListedItem, ListedTool, LogLevel, PastCall,
+    Principal, ResultVerdict, Rewrite, Target, TargetKind, ToolAnnotations,
 };
 
 /// A policy's configuration: parsed from the plugin's section of the chain config.
@@ -91,6 +93,20 @@ pub trait ResultPolicy: Policy {
 pub trait ListPolicy: Policy {
     /// Return one verdict per tool, in order.
     fn on_list(config: &Self::Config, request: &ListRequest, tools: &[ListedTool]) -> Vec<ListVerdict>;
+}
+
+/// A policy that filters or flags listings of resources, resource templates
+/// and prompts (WIT 0.1.1).
+pub trait CatalogPolicy: Policy {
+    /// Return one verdict per item, in order.
+    fn on_catalog(config: &Self::Config, request: &ListRequest, items: &[ListedItem]) -> Vec<ListVerdict>;
+}
+
+impl ListedItem {
+    /// The item's whole definition, parsed.
+    pub fn definition_json(&self) -> Value {
+        serde_json::from_str(&self.definition).unwrap_or(Value::Null)
+    }
 }
 
 impl CallVerdict {
@@ -186,6 +202,18 @@ pub mod testing {
         }
     }
 
+    /// A listed item of `kind` named `name` (URI, URI template or prompt name).
+    pub fn listed_item(kind: ItemKind, server: &str, name: &str, description: &str) -> ListedItem {
+        ListedItem {
+            kind,
+            server: server.into(),
+            name: name.into(),
+            title: None,
+            description: Some(description.into()),
+            definition: "{}".into(),
+        }
+    }
+
     /// A listing request by `principal`.
     pub fn list_request(principal: Principal) -> ListRequest {
         ListRequest { request_id: "test-request".into(), session_id: Some("test-session".into()), principal }
@@ -264,6 +292,17 @@ pub mod __private {
             Err(denial) => tools.iter().map(|_| ListVerdict::Hide(denial.reason.clone())).collect(),
         }
     }
+
+    pub fn on_catalog<P: CatalogPolicy>(
+        config: &str,
+        request: ListRequest,
+        items: Vec<ListedItem>,
+    ) -> Vec<ListVerdict> {
+        match config_or::<P, _>(config, |d| d) {
+            Ok(config) => P::on_catalog(&config, &request, &items),
+            Err(denial) => items.iter().map(|_| ListVerdict::Hide(denial.reason.clone())).collect(),
+        }
+    }
 }
 
 #[doc(hidden)]
@@ -298,6 +337,17 @@ macro_rules! __impl_hook {
             }
         }
     };
+    (catalog, $ty:ty) => {
+        impl exports::warden::policy::catalog_hook::Guest for Export {
+            fn on_catalog(
+                config: String,
+                request: ::warden_policy_sdk::ListRequest,
+                items: Vec<::warden_policy_sdk::ListedItem>,
+            ) -> Vec<::warden_policy_sdk::ListVerdict> {
+                ::warden_policy_sdk::__private::on_catalog::<$ty>(&config, request, items)
+            }
+        }
+    };
 }
 
 #[doc(hidden)]
@@ -312,6 +362,10 @@ macro_rules! __native_hook {
     (list, $ty:ty) => {
         ($crate::__private::on_list::<$ty>
             as fn(&str, $crate::ListRequest, Vec<$crate::ListedTool>) -> Vec<$crate::ListVerdict>)
+    };
+    (catalog, $ty:ty) => {
+        ($crate::__private::on_catalog::<$ty>
+            as fn(&str, $crate::ListRequest, Vec<$crate::ListedItem>) -> Vec<$crate::ListVerdict>)
     };
 }
 

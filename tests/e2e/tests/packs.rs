@@ -212,7 +212,8 @@ fn tamperings() -> Vec<Tampering> {
                 // Signed properly (with the minisign crate, as the minisign
                 // tool would): only the version is wrong.
                 let file = dir.join("pack/manifest.toml");
-                let text = fs::read_to_string(&file).unwrap().replace("warden:policy@0.1.0", "warden:policy@0.2.0");
+                let text = fs::read_to_string(&file).unwrap().replace("warden:policy@0.1.1", "warden:policy@0.2.0");
+                assert!(text.contains("warden:policy@0.2.0"), "the manifest names its WIT package:\n{text}");
                 fs::write(&file, &text).unwrap();
                 let key = fs::read_to_string(s.dir.path().join("trusted.key")).unwrap();
                 let key = minisign::SecretKey::from_unencrypted_box(minisign::SecretKeyBox::from_string(&key).unwrap());
