@@ -28,7 +28,7 @@ use crate::{
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
     config::identity::ScopeRule,
-    engine::{Call, Hook, ListRequest, ListedTool, Target, TargetKind},
+    engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     mcp::{RpcError, code},
     upstream::{CallHooks, ClientRequests, Upstream, UpstreamEvent, UpstreamSpec},
 };
@@ -98,8 +98,21 @@ impl Caller {
 struct View {
     catalog: u64,
     chain: u64,
-    /// Indices of visible tools in the snapshot, with any flags.
-    tools: Vec<(usize, Vec<(String, String)>)>,
+    /// Indices of visible items in the snapshot, with any flags: tools (by
+    /// on-list), resources, templates and prompts (by on-catalog).
+    tools: Vec<Shown>,
+    resources: Vec<Shown>,
+    templates: Vec<Shown>,
+    prompts: Vec<Shown>,
+}
+
+/// An item's index in its snapshot list, and the flags plugins gave it.
+type Shown = (usize, Vec<(String, String)>);
+
+impl View {
+    fn shows_prompt(&self, index: usize) -> bool {
+        self.prompts.iter().any(|(i, _)| *i == index)
+    }
 }
 
 /// The running gateway.
@@ -267,16 +280,22 @@ impl Gateway {
             "tools/call" => self.call_tool(caller, params).await,
             "resources/list" => {
                 let snapshot = self.catalog.snapshot();
-                self.page(&params, "resources", snapshot.resources.iter().map(|(_, r)| r.clone()).collect())
+                let view = self.view(&caller.principal, &snapshot);
+                let items = flagged(&view.resources, |i| &snapshot.resources[i].1);
+                self.page(&params, "resources", items)
             }
             "resources/templates/list" => {
                 let snapshot = self.catalog.snapshot();
-                self.page(&params, "resourceTemplates", snapshot.templates.iter().map(|(_, t)| t.clone()).collect())
+                let view = self.view(&caller.principal, &snapshot);
+                let items = flagged(&view.templates, |i| &snapshot.templates[i].1);
+                self.page(&params, "resourceTemplates", items)
             }
             "resources/read" => self.read_resource(caller, params).await,
             "prompts/list" => {
                 let snapshot = self.catalog.snapshot();
-                self.page(&params, "prompts", snapshot.prompts.iter().map(|p| p.definition.clone()).collect())
+                let view = self.view(&caller.principal, &snapshot);
+                let items = flagged(&view.prompts, |i| &snapshot.prompts[i].definition);
+                self.page(&params, "prompts", items)
             }
             "prompts/get" => self.get_prompt(caller, params).await,
             "completion/complete" => self.complete(caller, params).await,
@@ -285,7 +304,7 @@ impl Gateway {
                     .get("uri")
                     .and_then(Value::as_str)
                     .ok_or_else(|| RpcError::invalid_params("uri is required"))?;
-                let upstream = self.resource_upstream(uri)?;
+                let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
                 // Updates carry the resource's name and prompt a read: a
                 // principal that may not read it may not watch it either.
                 // Unsubscribing is always allowed.
@@ -368,19 +387,40 @@ impl Gateway {
             .collect();
         let request = ListRequest { request_id: self.request_id(), session_id: None, principal: principal.to_policy() };
         let decision = live.chain.on_list(&request, &listed, now_ms());
-        let tools = decision
-            .tools
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, visibility)| match visibility {
-                Visibility::Shown(flags) => Some((i, flags)),
-                Visibility::Hidden(why) => {
-                    tracing::debug!(subject = %principal.subject, tool = %snapshot.tools[i].exposed, plugin = %why.plugin, reason = %why.reason, "tool hidden");
-                    None
-                }
-            })
-            .collect();
-        let view = Arc::new(View { catalog: snapshot.generation, chain: live.generation, tools });
+        let name_of = |i: usize| snapshot.tools[i].exposed.clone();
+        let tools = shown(decision.items, principal, name_of);
+
+        // Resources, templates and prompts go to on-catalog in one listing.
+        let item = |kind, server: &str, name: &str, definition: &Value| ListedItem {
+            kind,
+            server: server.to_owned(),
+            name: name.to_owned(),
+            title: definition.get("title").and_then(Value::as_str).map(str::to_owned),
+            description: definition.get("description").and_then(Value::as_str).map(str::to_owned),
+            definition: definition.to_string(),
+        };
+        let text = |definition: &Value, key: &str| definition.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let items: Vec<ListedItem> = (snapshot
+            .resources
+            .iter()
+            .map(|(up, r)| item(ItemKind::Resource, up, &text(r, "uri"), r)))
+        .chain(
+            snapshot.templates.iter().map(|(up, t)| item(ItemKind::ResourceTemplate, up, &text(t, "uriTemplate"), t)),
+        )
+        .chain(snapshot.prompts.iter().map(|p| item(ItemKind::Prompt, &p.upstream, &p.name, &p.definition)))
+        .collect();
+        let decision = live.chain.on_catalog(&request, &items, now_ms());
+        let mut visible = decision.items;
+        let prompts = visible.split_off(snapshot.resources.len() + snapshot.templates.len());
+        let templates = visible.split_off(snapshot.resources.len());
+        let view = Arc::new(View {
+            catalog: snapshot.generation,
+            chain: live.generation,
+            tools,
+            resources: shown(visible, principal, |i| text(&snapshot.resources[i].1, "uri")),
+            templates: shown(templates, principal, |i| text(&snapshot.templates[i].1, "uriTemplate")),
+            prompts: shown(prompts, principal, |i| snapshot.prompts[i].exposed.clone()),
+        });
         let mut views = self.views.lock().unwrap();
         if views.len() >= MAX_VIEWS {
             views.clear();
@@ -392,19 +432,40 @@ impl Gateway {
     fn list_tools(&self, caller: &Caller, params: &Value) -> Result<Value, RpcError> {
         let snapshot = self.catalog.snapshot();
         let view = self.view(&caller.principal, &snapshot);
-        let tools = view
-            .tools
-            .iter()
-            .map(|(i, flags)| {
-                let mut tool = snapshot.tools[*i].definition.clone();
-                if !flags.is_empty() {
-                    let flags: Vec<Value> = flags.iter().map(|(p, r)| json!({"plugin": p, "reason": r})).collect();
-                    crate::mcp::set_meta(&mut tool, "dev.warden/flags", Value::Array(flags));
-                }
-                tool
-            })
-            .collect();
+        let tools = flagged(&view.tools, |i| &snapshot.tools[i].definition);
         self.page(params, "tools", tools)
+    }
+
+    /// The upstream serving `uri` for `principal`, unless its listing hid
+    /// it from them (the resource itself, or every template it matches).
+    fn visible_resource_upstream(&self, principal: &Principal, uri: &str) -> Result<&Upstream, RpcError> {
+        let snapshot = self.catalog.snapshot();
+        let view = self.view(principal, &snapshot);
+        let listed = snapshot.resources.iter().position(|(_, r)| r.get("uri").and_then(Value::as_str) == Some(uri));
+        let visible = match listed {
+            Some(index) => view.resources.iter().any(|(i, _)| *i == index),
+            None => view.templates.iter().any(|(i, _)| {
+                let template = snapshot.templates[*i].1.get("uriTemplate").and_then(Value::as_str);
+                template.is_some_and(|t| catalog::template_matches(t, uri))
+            }),
+        };
+        if !visible && snapshot.resource_upstream(uri).is_some() {
+            return Err(RpcError::invalid_params("Resource not found").with_data(json!({ "uri": uri })));
+        }
+        self.resource_upstream(uri)
+    }
+
+    /// A prompt by exposed name, unless its listing hid it from `principal`.
+    fn visible_prompt(&self, principal: &Principal, exposed: &str) -> Result<Entry, RpcError> {
+        let snapshot = self.catalog.snapshot();
+        let view = self.view(principal, &snapshot);
+        snapshot
+            .prompts
+            .iter()
+            .position(|p| p.exposed == exposed)
+            .filter(|i| view.shows_prompt(*i))
+            .map(|i| snapshot.prompts[i].clone())
+            .ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))
     }
 
     /// The path of a tool call. Order matters: nothing reaches the upstream
@@ -472,7 +533,7 @@ impl Gateway {
     async fn read_resource(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
         let uri =
             params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("uri is required"))?;
-        let upstream = self.resource_upstream(uri)?;
+        let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
         let target = resource_target(upstream.name(), uri);
         let arguments = json!({ "uri": uri });
         self.through_chain(caller, target, arguments, params, "resources/read", "", &Value::Null).await
@@ -481,9 +542,7 @@ impl Gateway {
     async fn get_prompt(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
         let exposed =
             params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("name is required"))?;
-        let snapshot = self.catalog.snapshot();
-        let entry =
-            snapshot.prompt(exposed).ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
+        let entry = self.visible_prompt(&caller.principal, exposed)?;
         let target = prompt_target(&entry.upstream, &entry.name);
         params["name"] = json!(entry.name);
         let arguments = params.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
@@ -660,16 +719,13 @@ impl Gateway {
         let (upstream, target) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let exposed = reference.get("name").and_then(Value::as_str).unwrap_or_default();
-                let snapshot = self.catalog.snapshot();
-                let entry = snapshot
-                    .prompt(exposed)
-                    .ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))?;
+                let entry = self.visible_prompt(&caller.principal, exposed)?;
                 params["ref"]["name"] = json!(entry.name);
                 (self.upstream(&entry.upstream)?, prompt_target(&entry.upstream, &entry.name))
             }
             Some("ref/resource") => {
                 let uri = reference.get("uri").and_then(Value::as_str).unwrap_or_default();
-                let upstream = self.resource_upstream(uri)?;
+                let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
                 (upstream, resource_target(upstream.name(), uri))
             }
             _ => return Err(RpcError::invalid_params("ref must be a ref/prompt or ref/resource")),
@@ -746,6 +802,36 @@ impl ClientRequests for Screened {
         };
         self.inner.request(method, params)
     }
+}
+
+/// The visible items of a listing, each with its plugins' flags in `_meta`.
+fn flagged<'a>(shown: &[Shown], definition: impl Fn(usize) -> &'a Value) -> Vec<Value> {
+    shown
+        .iter()
+        .map(|(i, flags)| {
+            let mut item = definition(*i).clone();
+            if !flags.is_empty() {
+                let flags: Vec<Value> = flags.iter().map(|(p, r)| json!({"plugin": p, "reason": r})).collect();
+                crate::mcp::set_meta(&mut item, "dev.warden/flags", Value::Array(flags));
+            }
+            item
+        })
+        .collect()
+}
+
+/// The shown items of a listing decision, logging each hidden one.
+fn shown(items: Vec<Visibility>, principal: &Principal, name: impl Fn(usize) -> String) -> Vec<Shown> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, visibility)| match visibility {
+            Visibility::Shown(flags) => Some((i, flags)),
+            Visibility::Hidden(why) => {
+                tracing::debug!(subject = %principal.subject, item = %name(i), plugin = %why.plugin, reason = %why.reason, "hidden from a listing");
+                None
+            }
+        })
+        .collect()
 }
 
 fn resource_target(server: &str, uri: &str) -> Target {

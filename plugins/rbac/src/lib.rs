@@ -43,8 +43,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use warden_policy_sdk::{
-    Call, CallPolicy, CallVerdict, ListPolicy, ListRequest, ListVerdict, ListedTool, Pattern, Policy, Principal,
-    TargetKind, ToolAnnotations, Value,
+    Call, CallPolicy, CallVerdict, CatalogPolicy, ItemKind, ListPolicy, ListRequest, ListVerdict, ListedItem,
+    ListedTool, Pattern, Policy, Principal, TargetKind, ToolAnnotations, Value,
 };
 
 /// The policy's configuration; see the crate docs.
@@ -357,7 +357,27 @@ impl ListPolicy for Rbac {
     }
 }
 
-warden_policy_sdk::export!(Rbac: call, list);
+/// Resources, templates and prompts a role may not use are hidden from its
+/// listings; templates follow the resource rules, matched on the URI template.
+impl CatalogPolicy for Rbac {
+    fn on_catalog(config: &Config, request: &ListRequest, items: &[ListedItem]) -> Vec<ListVerdict> {
+        items
+            .iter()
+            .map(|item| {
+                let kind = match item.kind {
+                    ItemKind::Resource | ItemKind::ResourceTemplate => TargetKind::Resource,
+                    ItemKind::Prompt => TargetKind::Prompt,
+                };
+                match permitted(config, &request.principal, kind, &item.server, &item.name) {
+                    Ok(()) => ListVerdict::Show,
+                    Err(reason) => ListVerdict::Hide(reason),
+                }
+            })
+            .collect()
+    }
+}
+
+warden_policy_sdk::export!(Rbac: call, list, catalog);
 
 #[cfg(test)]
 mod tests {
@@ -425,6 +445,22 @@ mod tests {
         assert!(d.reason.contains("denied by */drop_*"), "{}", d.reason);
         // The `*` role applies to everyone.
         assert!(matches!(verdict(&c, &["engineer"], "secrets/rotate_keys", &none, json!({})), CallVerdict::Deny(_)));
+    }
+
+    #[test]
+    fn listings_hide_the_resources_templates_and_prompts_a_role_may_not_use() {
+        let config = quickstart();
+        let request = testing::list_request(principal(&["analyst"]));
+        let items = [
+            testing::listed_item(ItemKind::Resource, "analytics", "db://schema", ""),
+            testing::listed_item(ItemKind::ResourceTemplate, "analytics", "db://rows/{id}", ""),
+            testing::listed_item(ItemKind::Resource, "secrets", "vault://keys", ""),
+            testing::listed_item(ItemKind::Prompt, "analytics", "summary", ""),
+        ];
+        let verdicts = Rbac::on_catalog(&config, &request, &items);
+        assert_eq!(verdicts[..2], [ListVerdict::Show, ListVerdict::Show]);
+        assert!(matches!(&verdicts[2], ListVerdict::Hide(why) if why.contains("resource secrets/vault://keys")));
+        assert!(matches!(&verdicts[3], ListVerdict::Hide(why) if why.contains("prompt analytics/summary")));
     }
 
     #[test]
