@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rand::{SeedableRng, rngs::StdRng};
 use wasmtime::{
     ResourceLimiter,
-    component::{Component, HasSelf, Linker, LinkerInstance, ResourceTable, ResourceType, types::ComponentItem},
+    component::{
+        Component, HasSelf, Linker, LinkerInstance, Resource, ResourceTable, ResourceType, types::ComponentItem,
+    },
 };
 use wasmtime_wasi::{
     WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -122,7 +124,148 @@ impl host::Host for StoreState {
 pub(super) fn link(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |state| state)?;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    // Replace WASI's synchronous streams and polls with ones that never wait.
+    linker.allow_shadowing(true);
+    streams::add_to_linker::<StoreState, Unblocked>(linker, |state| Never(&mut state.table))?;
+    poll::add_to_linker::<StoreState, Unblocked>(linker, |state| Never(&mut state.table))?;
+    linker.allow_shadowing(false);
     Ok(())
+}
+
+/// `wasi:io/streams` and `wasi:io/poll` without waiting.
+///
+/// wasmtime-wasi's synchronous bindings run their blocking operations (a
+/// stream's `blocking-write-and-flush` and resource drop, `poll`) by blocking
+/// on the Tokio runtime, which panics on a runtime thread: a plugin that
+/// wrote to stderr (every Rust panic does) took its request down with it.
+/// Nothing a plugin can reach ever has to wait — stdout and stderr are
+/// bounded memory pipes, stdin is empty, the clocks are frozen — so these
+/// answer at once instead, and every pollable is ready.
+struct Unblocked;
+
+impl wasmtime::component::HasData for Unblocked {
+    type Data<'a> = Never<'a>;
+}
+
+/// The store's resource table, seen through [`Unblocked`].
+struct Never<'a>(&'a mut ResourceTable);
+
+use wasmtime_wasi::p2::{
+    DynPollable, StreamError, StreamResult,
+    bindings::sync::io::{
+        poll,
+        streams::{self, InputStream, OutputStream},
+    },
+};
+
+impl Never<'_> {
+    /// Write all of `bytes` (as much as the pipe takes: a full pipe is
+    /// closed), then flush.
+    fn write_all(&mut self, stream: &Resource<OutputStream>, bytes: &[u8]) -> StreamResult<()> {
+        let stream = self.0.get_mut(stream).map_err(|e| StreamError::Trap(e.into()))?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = stream.check_write()?;
+            if room == 0 {
+                return Err(StreamError::Closed);
+            }
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            stream.write(bytes::Bytes::copy_from_slice(now))?;
+            rest = later;
+        }
+        stream.flush()
+    }
+}
+
+impl streams::Host for Never<'_> {
+    fn convert_stream_error(&mut self, err: StreamError) -> wasmtime::Result<streams::StreamError> {
+        streams::Host::convert_stream_error(self.0, err)
+    }
+}
+
+impl streams::HostOutputStream for Never<'_> {
+    fn drop(&mut self, stream: Resource<OutputStream>) -> wasmtime::Result<()> {
+        self.0.delete(stream)?;
+        Ok(())
+    }
+    fn check_write(&mut self, stream: Resource<OutputStream>) -> StreamResult<u64> {
+        streams::HostOutputStream::check_write(self.0, stream)
+    }
+    fn write(&mut self, stream: Resource<OutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
+        streams::HostOutputStream::write(self.0, stream, bytes)
+    }
+    fn blocking_write_and_flush(&mut self, stream: Resource<OutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
+        self.write_all(&stream, &bytes)
+    }
+    fn blocking_write_zeroes_and_flush(&mut self, stream: Resource<OutputStream>, len: u64) -> StreamResult<()> {
+        let zeroes = vec![0; usize::try_from(len).unwrap_or(usize::MAX).min(STDERR_CAPACITY)];
+        self.write_all(&stream, &zeroes)
+    }
+    fn subscribe(&mut self, stream: Resource<OutputStream>) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostOutputStream::subscribe(self.0, stream)
+    }
+    fn write_zeroes(&mut self, stream: Resource<OutputStream>, len: u64) -> StreamResult<()> {
+        streams::HostOutputStream::write_zeroes(self.0, stream, len)
+    }
+    fn flush(&mut self, stream: Resource<OutputStream>) -> StreamResult<()> {
+        streams::HostOutputStream::flush(self.0, stream)
+    }
+    fn blocking_flush(&mut self, stream: Resource<OutputStream>) -> StreamResult<()> {
+        streams::HostOutputStream::flush(self.0, stream)
+    }
+    fn splice(&mut self, dst: Resource<OutputStream>, src: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        streams::HostOutputStream::splice(self.0, dst, src, len)
+    }
+    fn blocking_splice(
+        &mut self,
+        dst: Resource<OutputStream>,
+        src: Resource<InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        streams::HostOutputStream::splice(self.0, dst, src, len)
+    }
+}
+
+impl streams::HostInputStream for Never<'_> {
+    fn drop(&mut self, stream: Resource<InputStream>) -> wasmtime::Result<()> {
+        self.0.delete(stream)?;
+        Ok(())
+    }
+    fn read(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        streams::HostInputStream::read(self.0, stream, len)
+    }
+    fn blocking_read(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        streams::HostInputStream::read(self.0, stream, len)
+    }
+    fn skip(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        streams::HostInputStream::skip(self.0, stream, len)
+    }
+    fn blocking_skip(&mut self, stream: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        streams::HostInputStream::skip(self.0, stream, len)
+    }
+    fn subscribe(&mut self, stream: Resource<InputStream>) -> wasmtime::Result<Resource<DynPollable>> {
+        streams::HostInputStream::subscribe(self.0, stream)
+    }
+}
+
+impl poll::Host for Never<'_> {
+    /// Everything is ready at once: with frozen clocks a timer never fires
+    /// otherwise, and nothing else a plugin holds ever waits.
+    fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
+        Ok((0..pollables.len() as u32).collect())
+    }
+}
+
+impl poll::HostPollable for Never<'_> {
+    fn ready(&mut self, _pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+    fn block(&mut self, _pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+    fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        poll::HostPollable::drop(self.0, pollable)
+    }
 }
 
 /// Interfaces [`link`] provides, as import-name prefixes (any 0.2 / 0.1 patch

@@ -300,3 +300,13 @@ fn a_plugin_built_for_the_0_1_0_contract_keeps_loading_and_deciding() {
     let verdicts = plugin.on_list("{}", &request, &[tool("shown"), tool("hidden")], 0).unwrap().value;
     assert_eq!(verdicts, [ListVerdict::Show, ListVerdict::Hide("hidden by a 0.1.0 plugin".into())]);
 }
+
+/// On a runtime thread, wasmtime-wasi's own synchronous streams block on the
+/// runtime to write, which panics: a plugin's stderr must never need that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_the_async_runtime_is_still_a_quoted_trap() {
+    let plugin = hostile(Limits::default());
+    let err = tokio::spawn(async move { on_call_failure(&plugin, "panic") }).await.expect("the task survives");
+    let Failure::Trap(message) = &err.failure else { panic!("expected a trap, got {err}") };
+    assert!(message.contains("hostile plugin panicked on purpose"), "{message}");
+}
