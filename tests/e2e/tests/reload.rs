@@ -1,6 +1,6 @@
 //! Hot reload, end to end: the chain file and its components are replaced
-//! while calls flow; every call is decided by exactly one chain version, none
-//! fails; a reload that fails at any step keeps the old chain; SIGHUP and the
+//! while calls flow; every call is decided by exactly one chain version (its
+//! on-call and on-result both stamp theirs), none fails; a reload that fails at any step keeps the old chain; SIGHUP and the
 //! admin endpoint reload too.
 
 use std::{
@@ -22,11 +22,19 @@ fn component(name: &str) -> PathBuf {
 }
 
 /// Chain version `v`: two sanitizer components (files), each redacting one
-/// word with a marker naming the version. A response redacted by both shows
-/// which version decided it, whole.
+/// word with a marker naming the version, and a plugin that stamps the
+/// version on the arguments (on-call) and on the result (on-result). A
+/// response marked by all four shows which version decided it, whole.
 fn chain(v: &str) -> String {
     format!(
         r#"
+[[plugin]]
+name = "stamp"
+source = "hostile.wasm"
+[plugin.config]
+behavior = "tag"
+name = "{v}"
+
 [[plugin]]
 name = "first"
 source = "first.wasm"
@@ -58,6 +66,7 @@ fn replace(path: &Path, contents: &[u8]) {
 fn start(dir: &Path, watch: bool) -> Warden {
     std::fs::copy(component("injection_sanitizer"), dir.join("first.wasm")).unwrap();
     std::fs::copy(component("injection_sanitizer"), dir.join("second.wasm")).unwrap();
+    std::fs::copy(component("hostile"), dir.join("hostile.wasm")).unwrap();
     std::fs::write(dir.join("chain.toml"), chain("A")).unwrap();
     Warden::start(&format!(
         r#"
@@ -89,17 +98,25 @@ async fn version(warden: &Warden, id: u64) -> Result<String, String> {
         return Err(format!("HTTP {}: {}", reply.status, reply.body));
     }
     let message = reply.json();
-    let text = message["result"]["content"][0]["text"].as_str().ok_or_else(|| message.to_string())?.to_owned();
+    let result = &message["result"];
+    let text = result["content"][0]["text"].as_str().ok_or_else(|| message.to_string())?.to_owned();
+    // What the upstream received: the arguments as on-call left them.
+    let arguments: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
     for v in ["A", "B"] {
         if text.contains(&format!("[{v}1]")) && text.contains(&format!("[{v}2]")) {
             let other = if v == "A" { "B" } else { "A" };
-            if text.contains(&format!("[{other}")) || text.contains("alpha") || text.contains("beta") {
-                return Err(format!("mixed versions: {text}"));
+            let stamps = (&arguments["touched_by"], &result["touched_by"]);
+            if text.contains(&format!("[{other}"))
+                || text.contains("alpha")
+                || text.contains("beta")
+                || stamps != (&json!([v]), &json!([v]))
+            {
+                return Err(format!("mixed versions: {message}"));
             }
             return Ok(v.to_owned());
         }
     }
-    Err(format!("not decided by one version: {text}"))
+    Err(format!("not decided by one version: {message}"))
 }
 
 /// Poll until `want` serves (bounded); how long it took.
@@ -155,6 +172,9 @@ async fn fifty_swaps_under_load_fail_no_call_and_never_mix_versions() {
         errors.extend(task.await.unwrap());
     }
     assert!(errors.is_empty(), "{} failed or mixed calls, e.g. {:?}", errors.len(), &errors[..errors.len().min(3)]);
+    // Calls kept flowing across the swaps, so the calls nearest each were checked too.
+    let during = calls.load(Ordering::Relaxed);
+    assert!(during >= 100, "only {during} calls during 50 swaps");
     let status = warden.admin_status().await;
     assert_eq!(status["reloads"]["failed"], 0, "{status}");
     assert!(status["reloads"]["succeeded"].as_u64().unwrap() >= 50, "{status}");
@@ -176,8 +196,6 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
     let reload =
         || async { warden.send_to(&warden.url.replace("/mcp", "/admin/reload"), hyper::Method::POST, &[], "").await };
 
-    let hostile = dir.path().join("hostile.wasm");
-    std::fs::copy(component("hostile"), &hostile).unwrap();
     /// A way to break the chain: what, how, and what the refusal must say.
     type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
     let broken: Vec<Breakage> = vec![
@@ -225,8 +243,10 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     until_serving(&warden, "B").await;
     let live = warden.admin_status().await;
-    assert_eq!(live["chain"]["plugins"][0]["name"], "first", "{live}");
-    assert_eq!(live["chain"]["plugins"][0]["sha256"].as_str().map(str::len), Some(64), "{live}");
+    let names: Vec<&str> =
+        live["chain"]["plugins"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["stamp", "first", "second"], "{live}");
+    assert_eq!(live["chain"]["plugins"][1]["sha256"].as_str().map(str::len), Some(64), "{live}");
 
     // `warden status` shows the same, and `--reload` reloads first.
     let base = warden.url.trim_end_matches("/mcp").to_owned();

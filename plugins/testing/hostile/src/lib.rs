@@ -43,7 +43,13 @@ enum Behavior {
     /// Try to reach outside the sandbox (files, environment, network, clock)
     /// and deny with a JSON report of what it found.
     ProbeSandbox,
+    /// Count calls in a static and add `"instance_calls": n` to the
+    /// arguments: 1 every time, if no state survives between calls.
+    Count,
 }
+
+/// Calls this instance has served (see [`Behavior::Count`]).
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +65,18 @@ struct Config {
     /// Bytes of output for `huge-output` (default 64 MiB).
     #[serde(default)]
     huge_bytes: Option<usize>,
+    /// Take the behaviour from the call's `behavior` argument when it has
+    /// one, so one chain can serve well-behaved and hostile calls at once.
+    #[serde(default)]
+    by_argument: bool,
+}
+
+impl Config {
+    /// What to do for `call`.
+    fn behavior(&self, call: &Call) -> Behavior {
+        let chosen = || serde_json::from_value(call.arguments_json().get("behavior")?.clone()).ok();
+        if self.by_argument { chosen().unwrap_or(self.behavior) } else { self.behavior }
+    }
 }
 
 struct Hostile;
@@ -72,11 +90,11 @@ impl Policy for Hostile {
 }
 
 /// Misbehaviours shared by every hook. Returns only for the well-behaved ones.
-fn misbehave(config: &Config) {
-    if config.behavior != Behavior::Allow {
-        log(LogLevel::Info, &format!("{} running {:?}", config.name, config.behavior));
+fn misbehave(config: &Config, behavior: Behavior) {
+    if behavior != Behavior::Allow {
+        log(LogLevel::Info, &format!("{} running {behavior:?}", config.name));
     }
-    match config.behavior {
+    match behavior {
         Behavior::Spin => {
             let mut x: u64 = 0;
             loop {
@@ -158,8 +176,9 @@ fn probe() -> Value {
 
 impl CallPolicy for Hostile {
     fn on_call(config: &Config, call: &Call) -> CallVerdict {
-        misbehave(config);
-        match config.behavior {
+        let behavior = config.behavior(call);
+        misbehave(config, behavior);
+        match behavior {
             Behavior::Deny => CallVerdict::deny("hostile", format!("{} denies", config.name)),
             Behavior::Ask => CallVerdict::ask(format!("{} asks", config.name)),
             Behavior::Tag => CallVerdict::rewrite(&tagged(call.arguments_json(), &config.name), "tagged"),
@@ -171,6 +190,12 @@ impl CallPolicy for Hostile {
                 CallVerdict::Rewrite(warden_policy_sdk::Rewrite { json: "{not json".into(), note: String::new() })
             }
             Behavior::ProbeSandbox => CallVerdict::deny("probe", probe().to_string()),
+            Behavior::Count => {
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let mut arguments = call.arguments_json();
+                arguments["instance_calls"] = json!(n);
+                CallVerdict::rewrite(&arguments, "counted")
+            }
             _ => CallVerdict::Allow,
         }
     }
@@ -178,8 +203,9 @@ impl CallPolicy for Hostile {
 
 impl ResultPolicy for Hostile {
     fn on_result(config: &Config, call: &Call, output: Value) -> ResultVerdict {
-        misbehave(config);
-        match config.behavior {
+        let behavior = config.behavior(call);
+        misbehave(config, behavior);
+        match behavior {
             Behavior::Deny => ResultVerdict::deny("hostile", format!("{} denies", config.name)),
             Behavior::Tag => ResultVerdict::rewrite(&tagged(output, &config.name), "tagged"),
             Behavior::Echo => ResultVerdict::rewrite(&echo(call), "echoed"),
@@ -196,7 +222,7 @@ impl ResultPolicy for Hostile {
 
 impl ListPolicy for Hostile {
     fn on_list(config: &Config, _request: &ListRequest, tools: &[ListedTool]) -> Vec<ListVerdict> {
-        misbehave(config);
+        misbehave(config, config.behavior);
         let verdict = match config.behavior {
             Behavior::Deny => ListVerdict::Hide(format!("{} hides", config.name)),
             Behavior::Tag => ListVerdict::Flag(format!("{} flags", config.name)),
