@@ -165,6 +165,27 @@ impl fmt::Display for Pack {
     }
 }
 
+impl Manifest {
+    /// Read a manifest's bytes (as read from `file`, for the messages). Only
+    /// call this on bytes whose signature the trust policy accepted: the
+    /// parser then reads what the publisher signed.
+    pub fn parse(bytes: &[u8], file: &Path) -> Result<Manifest, ConfigError> {
+        let mut problems = Problems::new(file);
+        let manifest = std::str::from_utf8(bytes)
+            .map_err(|_| "not UTF-8 text".to_owned())
+            .and_then(|text| toml::from_str::<toml::Table>(text).map_err(|e| crate::config::chain::one_line(&e)));
+        let table = match manifest {
+            Ok(table) => table,
+            Err(e) => {
+                problems.push("", format!("not a valid manifest: {e}"));
+                return Err(problems.into_error());
+            }
+        };
+        let manifest = parse_manifest(&table, &mut problems);
+        problems.finish(manifest)
+    }
+}
+
 impl Pack {
     /// Open the pack in `dir` under `trust`. Every reason to refuse comes back
     /// as a problem in the manifest's file.
@@ -186,18 +207,8 @@ impl Pack {
                 return Err(problems.into_error());
             }
         };
-        let manifest = std::str::from_utf8(&bytes)
-            .map_err(|_| "not UTF-8 text".to_owned())
-            .and_then(|text| toml::from_str::<toml::Table>(text).map_err(|e| crate::config::chain::one_line(&e)));
-        let table = match manifest {
-            Ok(table) => table,
-            Err(e) => {
-                problems.push("", format!("not a valid manifest: {e}"));
-                return Err(problems.into_error());
-            }
-        };
-        let manifest = parse_manifest(&table, &mut problems);
-        problems.finish(manifest).map(|manifest| Pack { dir: dir.to_owned(), manifest, digest, signer })
+        let manifest = Manifest::parse(&bytes, &file)?;
+        Ok(Pack { dir: dir.to_owned(), manifest, digest, signer })
     }
 
     /// The component of plugin `name`, read and checked against the
