@@ -13,6 +13,10 @@
 //! loop is bounded in time and count; everything listens on 127.0.0.1.
 //!
 //! `warden-bench echo --port N` runs the echo upstream alone.
+//!
+//! `warden-bench soak [--seconds S]` runs mixed traffic against one gateway
+//! for S seconds (default 600) and reports errors, resident memory and open
+//! file descriptors over time (see [`soak`]).
 
 use std::{
     collections::HashMap,
@@ -72,14 +76,24 @@ async fn main() {
             };
             run(settings).await;
         }
+        Some("soak") => {
+            let seconds = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(600);
+            let warden = flag("--warden").map(PathBuf::from).unwrap_or_else(default_warden);
+            if !soak::run(&warden, seconds).await {
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!(
-                "usage: warden-bench run [--seconds S] [--connections C] [--rate R] [--warden PATH] | echo [--port N]"
+                "usage: warden-bench run [--seconds S] [--connections C] [--rate R] [--warden PATH] | echo [--port N] \
+                 | soak [--seconds S] [--warden PATH]"
             );
             std::process::exit(2);
         }
     }
 }
+
+mod soak;
 
 // ---------------------------------------------------------------- upstream
 
@@ -169,10 +183,22 @@ impl Drop for Gateway {
 const ANALYST_SHA256: &str = "a2dcf9e7e7fbb532417b1cf437d4d7181ca1b24f4f2365d215c8624ef0189430";
 
 async fn start_gateway(warden: &Path, upstream: SocketAddr, chain: Option<&Path>, dir: &Path, name: &str) -> Gateway {
+    start_gateway_with(warden, upstream, chain, dir, name, "").await
+}
+
+/// [`start_gateway`], with `extra` appended to the config.
+async fn start_gateway_with(
+    warden: &Path,
+    upstream: SocketAddr,
+    chain: Option<&Path>,
+    dir: &Path,
+    name: &str,
+    extra: &str,
+) -> Gateway {
     let policy = chain.map(|c| format!("[policy]\nchain = \"{}\"\n", c.display())).unwrap_or_default();
     let config = format!(
         "{policy}\n[[api_key]]\nsubject = \"demo-acme-analyst\"\ntenant = \"acme\"\nroles = [\"analyst\"]\nsha256 = \"{ANALYST_SHA256}\"\n\n\
-         [[upstream]]\nname = \"demo\"\nurl = \"http://{upstream}/mcp\"\nmax_concurrency = 256\n"
+         [[upstream]]\nname = \"demo\"\nurl = \"http://{upstream}/mcp\"\nmax_concurrency = 256\n{extra}"
     );
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, config).expect("write config");
