@@ -3,7 +3,8 @@ whose tools misbehave on request, for the gateway's fault tests.
 
 Usage: http_server.py PORT. Tools: `ok` answers; `garbage` answers with a body
 that is not JSON; `hang` never answers; `progress` streams two progress
-notifications over SSE, pausing between them, then answers; `headers` returns
+notifications over SSE (with a `pad`-character message each, if asked),
+pausing between them, then answers; `headers` returns
 the headers of every request received so far (for the no-token-passthrough
 test).
 """
@@ -72,9 +73,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
+                pad = message["params"].get("arguments", {}).get("pad", 0)
                 for n in (1, 2):
                     event = {"jsonrpc": "2.0", "method": "notifications/progress",
                              "params": {"progressToken": token, "progress": n, "total": 2}}
+                    if pad:
+                        event["params"]["message"] = "x" * pad
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
                     time.sleep(0.3)

@@ -18,6 +18,8 @@ const ANALYST: &str = "demo-acme-analyst";
 /// Holds the admin role in these configs, to read `/admin/metrics`.
 const ENGINEER: &str = "demo-acme-engineer";
 const GLOBEX: &str = "demo-globex-analyst";
+/// `warden hash-key demo-acme-engineer`.
+const ENGINEER_SHA256: &str = "54c1e7841003db6d41b7cdcd3c675e5af9af86a970cc76f70ddfae2946fbe661";
 
 /// The quick-start gateway with `server` added to `[server]`, `sessions` as
 /// `[sessions]`, and the engineer as admin.
@@ -304,4 +306,51 @@ async fn oversized_batches_and_over_deep_json_are_refused() {
 
     assert_eq!(metric(&warden, "warden_requests_refused_total{limit=\"server.max_batch\"}").await, 1);
     assert_eq!(metric(&warden, "warden_requests_refused_total{limit=\"server.max_json_depth\"}").await, 1);
+}
+
+#[tokio::test]
+async fn a_resume_past_what_the_replay_buffer_kept_is_refused() {
+    let port = e2e::free_port();
+    let fake = e2e::root().join("tests/e2e/fakes/http_server.py");
+    let _fake = e2e::Helper::spawn("python3", &[fake.to_str().unwrap(), &port.to_string()]);
+    e2e::listening(port).await;
+    let warden = Warden::start(&format!(
+        "[anonymous]\nsubject = \"t\"\n[admin]\nrole = \"engineer\"\n\
+         [[api_key]]\nsubject = \"ops\"\nroles = [\"engineer\"]\nsha256 = \"{ENGINEER_SHA256}\"\n\
+         [sessions]\nreplay_kib = 1\n[[upstream]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    ));
+    let session = warden.initialize("", "2025-11-25").await;
+
+    // Two progress events of ~700 bytes each: the second pushes the first out
+    // of a 1 KiB replay buffer. Read both, then hang up.
+    let mut stream = TcpStream::connect(addr(&warden)).await.unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "progress", "arguments": {"pad": 600}, "_meta": {"progressToken": "p"}}})
+    .to_string();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+         mcp-session-id: {session}\r\nmcp-protocol-version: 2025-11-25\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\"progress\":2") {
+        let n = timeout(Duration::from_secs(30), stream.read(&mut buf)).await.expect("progress events").unwrap();
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(stream);
+    // Resuming after the priming event would need the first progress event.
+    let first = seen.lines().find_map(|l| l.strip_prefix("id: ")).expect("events carry ids").to_owned();
+    let resumed = warden
+        .send(
+            hyper::Method::GET,
+            &[("accept", "text/event-stream"), ("mcp-session-id", &session), ("last-event-id", &first)],
+            "",
+        )
+        .await;
+    assert_eq!(resumed.status, 400, "{resumed:?}");
+    assert!(resumed.body.contains("sessions.replay_kib"), "{}", resumed.body);
+    assert_eq!(metric(&warden, "warden_stream_resumes_refused_total").await, 1);
 }
