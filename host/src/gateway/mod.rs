@@ -30,7 +30,7 @@ use crate::{
     config::identity::ScopeRule,
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     mcp::{RpcError, code},
-    upstream::{CallHooks, ClientRequests, Upstream, UpstreamEvent, UpstreamSpec},
+    upstream::{CallHooks, ClientRequests, NotificationScreen, Upstream, UpstreamEvent, UpstreamSpec},
 };
 pub use history::History;
 
@@ -585,11 +585,14 @@ impl Gateway {
         self.history.record(&history_key, &call);
         let mut caller = caller.clone();
         // What the upstream asks the client mid-call (sampling, elicitation,
-        // roots) reaches a person or the client's model: it passes on-result.
-        if live.chain.runs(Hook::OnResult)
-            && let Some(inner) = caller.hooks.requests.take()
-        {
-            caller.hooks.requests = Some(Arc::new(Screened { inner, live: Arc::clone(&live), call: call.clone() }));
+        // roots) and what it tells it (log messages, progress) reaches a
+        // person or the client's model: it passes on-result too.
+        if live.chain.runs(Hook::OnResult) {
+            let screen = Arc::new(ResultScreen { live: Arc::clone(&live), call: call.clone() });
+            if let Some(inner) = caller.hooks.requests.take() {
+                caller.hooks.requests = Some(Arc::new(Screened { inner, screen: Arc::clone(&screen) }));
+            }
+            caller.hooks.screen = Some(screen);
         }
         let final_arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
         for (suffix, path) in crate::mcp::param_header_specs(input_schema) {
@@ -750,6 +753,55 @@ impl Gateway {
     }
 }
 
+/// The chain's on-result for what an upstream sends the client during a
+/// call besides its result.
+struct ResultScreen {
+    live: Arc<LiveChain>,
+    call: Call,
+}
+
+impl ResultScreen {
+    /// Run on-result over `output`; the output as the chain left it, or the
+    /// denial. `what` names it in the decision log.
+    fn decide(&self, output: Value, what: &str) -> Result<Value, RpcError> {
+        let decision = self.live.chain.on_result(&self.call, output.to_string());
+        let rewrote = decision.rewrote();
+        match decision.outcome {
+            ResultOutcome::Deny(rejection) => {
+                tracing::info!(
+                    target: "warden::audit",
+                    request = %self.call.request_id,
+                    name = %self.call.target.name,
+                    what,
+                    outcome = "side-traffic-denied",
+                    detail = %rejection.reason,
+                );
+                Err(denied(&rejection))
+            }
+            ResultOutcome::Allow(text) if rewrote => serde_json::from_str(&text)
+                .map_err(|e| RpcError::internal(format!("rewritten {what} is not JSON: {e}"))),
+            ResultOutcome::Allow(_) => Ok(output),
+        }
+    }
+}
+
+/// Log messages and progress (the text they carry reaches the client) pass
+/// on-result as `{"notification": {"method", "params"}}`; a deny drops the
+/// notification, a rewrite changes it. Other notifications pass as they are.
+impl NotificationScreen for ResultScreen {
+    fn screen(&self, notification: Value) -> Option<Value> {
+        let method = notification.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if !matches!(method.as_str(), "notifications/message" | "notifications/progress") {
+            return Some(notification);
+        }
+        let params = notification.get("params").cloned().unwrap_or(Value::Null);
+        let wrapped = json!({ "notification": { "method": method, "params": params } });
+        let mut screened = self.decide(wrapped, &method).ok()?;
+        let params = screened.pointer_mut("/notification/params").map(Value::take)?;
+        Some(crate::mcp::jsonrpc::notification(&method, params))
+    }
+}
+
 /// Relays an upstream's requests to the client only after the chain's
 /// on-result saw them, in the shape a 2026-07-28 upstream would have sent
 /// them: `{"resultType": "input_required", "inputRequests": {"0": {method,
@@ -758,8 +810,7 @@ impl Gateway {
 /// is asked.
 struct Screened {
     inner: Arc<dyn ClientRequests>,
-    live: Arc<LiveChain>,
-    call: Call,
+    screen: Arc<ResultScreen>,
 }
 
 impl ClientRequests for Screened {
@@ -772,35 +823,15 @@ impl ClientRequests for Screened {
             "resultType": "input_required",
             "inputRequests": { "0": { "method": method, "params": params } },
         });
-        let decision = self.live.chain.on_result(&self.call, question.to_string());
-        let rewrote = decision.rewrote();
-        let params = match decision.outcome {
-            ResultOutcome::Deny(rejection) => {
-                tracing::info!(
-                    target: "warden::audit",
-                    request = %self.call.request_id,
-                    name = %self.call.target.name,
-                    method,
-                    outcome = "client-request-denied",
-                    detail = %rejection.reason,
-                );
-                return Box::pin(std::future::ready(Err(denied(&rejection))));
-            }
-            ResultOutcome::Allow(output) if rewrote => {
-                let rewritten: Option<Value> = serde_json::from_str::<Value>(&output)
-                    .ok()
-                    .and_then(|mut v| v.pointer_mut("/inputRequests/0/params").map(Value::take));
-                match rewritten {
-                    Some(params) => params,
-                    None => {
-                        let error = RpcError::internal("a policy rewrote the client request into something else");
-                        return Box::pin(std::future::ready(Err(error)));
-                    }
-                }
-            }
-            ResultOutcome::Allow(_) => params,
-        };
-        self.inner.request(method, params)
+        let screened = self.screen.decide(question, &method).and_then(|mut q| {
+            q.pointer_mut("/inputRequests/0/params")
+                .map(Value::take)
+                .ok_or_else(|| RpcError::internal("a policy rewrote the client request into something else"))
+        });
+        match screened {
+            Ok(params) => self.inner.request(method, params),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 }
 

@@ -453,6 +453,7 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
             client_capabilities: session.client_capabilities.clone(),
             log_level: session.log_level.lock().unwrap().clone(),
             param_headers: Vec::new(),
+            screen: None,
         },
         modern: false,
     };

@@ -155,6 +155,7 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                     client_capabilities: capabilities.clone(),
                     log_level: None,
                     param_headers: forwarded_params,
+                    screen: None,
                 },
                 modern: true,
             };

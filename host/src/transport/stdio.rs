@@ -201,6 +201,7 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                     client_capabilities: connection.client_capabilities.lock().unwrap().clone(),
                     log_level: connection.log_level.lock().unwrap().clone(),
                     param_headers: Vec::new(),
+                    screen: None,
                 },
                 modern,
             };

@@ -530,9 +530,7 @@ impl HttpLink {
             Message::Error { id: rid, error } if rid.as_u64() == Some(id) => Some(Err(UpstreamError::Rpc(error))),
             Message::Result { .. } | Message::Error { .. } => None,
             Message::Notification { method, params } => {
-                if let Some(sink) = &hooks.notifications {
-                    let _ = sink.send(jsonrpc::notification(&method, params));
-                }
+                hooks.forward(jsonrpc::notification(&method, params));
                 None
             }
             Message::Request { id: rid, method, params } => {

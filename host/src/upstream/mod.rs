@@ -78,11 +78,20 @@ pub trait ClientRequests: Send + Sync {
     fn request(&self, method: String, params: Value) -> Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 }
 
+/// Decides on a notification before it reaches the client: the same
+/// notification, a changed one, or `None` to drop it.
+pub trait NotificationScreen: Send + Sync {
+    /// Screen one notification (a whole JSON-RPC message).
+    fn screen(&self, notification: Value) -> Option<Value>;
+}
+
 /// Where a call's side traffic goes.
 #[derive(Clone, Default)]
 pub struct CallHooks {
     /// Notifications for the client (progress, logs), already in its terms.
     pub notifications: Option<mpsc::UnboundedSender<Value>>,
+    /// What every notification passes first, if anything.
+    pub screen: Option<Arc<dyn NotificationScreen>>,
     /// Who answers the upstream's requests; `None` refuses them.
     pub requests: Option<Arc<dyn ClientRequests>>,
     /// The client's capabilities (passed to 2026-07-28 upstreams in `_meta`).
@@ -97,9 +106,15 @@ pub struct CallHooks {
 
 impl CallHooks {
     fn forward(&self, notification: Value) {
-        if let Some(sink) = &self.notifications {
-            let _ = sink.send(notification);
-        }
+        let Some(sink) = &self.notifications else { return };
+        let notification = match &self.screen {
+            Some(screen) => match screen.screen(notification) {
+                Some(notification) => notification,
+                None => return,
+            },
+            None => notification,
+        };
+        let _ = sink.send(notification);
     }
 }
 

@@ -3,7 +3,8 @@ whose tools misbehave on request, for the gateway's fault tests.
 
 Usage: http_server.py PORT. Tools: `ok` answers; `garbage` answers with a body
 that is not JSON; `hang` never answers; `progress` streams two progress
-notifications over SSE (with a `pad`-character message each, if asked),
+notifications over SSE (with its `message` argument, or a `pad`-character
+message, if asked),
 pausing between them, then answers; `headers` returns
 the headers of every request received so far (for the no-token-passthrough
 test).
@@ -73,12 +74,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
-                pad = message["params"].get("arguments", {}).get("pad", 0)
+                arguments = message["params"].get("arguments", {})
+                text = arguments.get("message") or "x" * arguments.get("pad", 0)
                 for n in (1, 2):
                     event = {"jsonrpc": "2.0", "method": "notifications/progress",
                              "params": {"progressToken": token, "progress": n, "total": 2}}
-                    if pad:
-                        event["params"]["message"] = "x" * pad
+                    if text:
+                        event["params"]["message"] = text
                     self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     self.wfile.flush()
                     time.sleep(0.3)

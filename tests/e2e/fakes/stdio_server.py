@@ -2,7 +2,7 @@
 misbehave on request, for the gateway's fault tests.
 
 Tools: `echo` answers; `crash` kills the process mid-call; `hang` never
-answers; `log` sends a log message before answering; `ask` asks the client to
+answers; `log` sends a log message (its `log` argument, if any) before answering; `ask` asks the client to
 sample (a server-to-client request) and returns the answer; `env` returns the
 process's environment (for the no-token-passthrough test).
 """
@@ -46,8 +46,9 @@ def main():
             if name == "hang":
                 continue
             if name == "log":
+                text = message["params"].get("arguments", {}).get("log", "working on it")
                 send({"jsonrpc": "2.0", "method": "notifications/message",
-                      "params": {"level": "info", "data": "working on it"}})
+                      "params": {"level": "info", "data": text}})
             if name == "ask":
                 pending_sampling[f"s{id_}"] = id_
                 send({"jsonrpc": "2.0", "id": f"s{id_}", "method": "sampling/createMessage", "params": {

@@ -115,6 +115,14 @@ async fn sanitized_fixture() -> (Helper, Scratch, Warden) {
     let fixture = root().join("tests/conformance/fixture_server.py");
     let helper = Helper::spawn(python.to_str().unwrap(), &[fixture.to_str().unwrap(), "--port", &port.to_string()]);
     listening(port).await;
+    let (dir, warden) =
+        sanitizer_gateway(&format!("[[upstream]]\nname = \"fixture\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"));
+    (helper, dir, warden)
+}
+
+/// A gateway for anonymous callers whose only policy is the injection
+/// sanitizer, in front of `upstreams`; its chain file is in the folder.
+fn sanitizer_gateway(upstreams: &str) -> (Scratch, Warden) {
     let dir = Scratch::new("sanitized");
     let chain = dir.path().join("chain.toml");
     std::fs::write(
@@ -124,11 +132,10 @@ async fn sanitized_fixture() -> (Helper, Scratch, Warden) {
     )
     .unwrap();
     let warden = Warden::start(&format!(
-        "[anonymous]\nsubject = \"dev\"\n[policy]\nchain = \"{}\"\n\
-         [[upstream]]\nname = \"fixture\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n",
+        "[anonymous]\nsubject = \"dev\"\n[policy]\nchain = \"{}\"\n{upstreams}",
         chain.display()
     ));
-    (helper, dir, warden)
+    (dir, warden)
 }
 
 fn assert_sanitized(message: &str) {
@@ -228,4 +235,34 @@ async fn a_mid_call_elicitation_for_a_legacy_client_passes_on_result() {
     let done = events(&text).into_iter().find(|m| m["id"] == 7).expect("the call's answer");
     let said = done["result"]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(said.contains("action=accept"), "{done}");
+}
+
+#[tokio::test]
+async fn log_messages_and_progress_pass_on_result() {
+    let port = free_port();
+    let fake = root().join("tests/e2e/fakes/http_server.py");
+    let _fake = Helper::spawn("python3", &[fake.to_str().unwrap(), &port.to_string()]);
+    listening(port).await;
+    let (_chain, warden) = sanitizer_gateway(&format!(
+        "[[upstream]]\nname = \"faults\"\ncommand = \"python3\"\nargs = [\"{{root}}/tests/e2e/fakes/stdio_server.py\"]\n\
+         [[upstream]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    ));
+    let session = warden.initialize("", "2025-11-25").await;
+    let headers = [("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-11-25")];
+    for (id, tool, arguments, method, text) in [
+        (1, "log", json!({"log": INJECTION}), "notifications/message", "/params/data"),
+        (2, "progress", json!({"message": INJECTION}), "notifications/progress", "/params/message"),
+    ] {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": {"progressToken": "p"}}});
+        let reply = warden.post(&headers, &call).await;
+        let messages = reply.messages();
+        let notes: Vec<&Value> = messages.iter().filter(|m| m["method"] == method).collect();
+        assert!(!notes.is_empty(), "{tool}: no {method} in {messages:?}");
+        for note in notes {
+            let said = note.pointer(text).and_then(Value::as_str).unwrap_or_else(|| panic!("{note}"));
+            assert!(said.contains("[redacted by warden]"), "{tool}: {note}");
+        }
+        assert_eq!(messages.last().unwrap()["id"], id, "{messages:?}");
+    }
 }
