@@ -253,24 +253,34 @@ pub async fn run(warden: &Path, seconds: u64) -> bool {
     spawn_loop(&mut tasks, Duration::from_millis(50), Work::Session);
     spawn_loop(&mut tasks, Duration::from_secs(3), Work::Crash);
 
+    // A reload every ten seconds: the watcher sees the file change.
+    let reloader = {
+        let chain = chain.clone();
+        tokio::spawn(async move {
+            let mut reloads = 0;
+            while Instant::now() + Duration::from_secs(10) < deadline {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                reloads += 1;
+                std::fs::write(&chain, format!("{chain_text}\n# soak reload {reloads}\n")).unwrap();
+            }
+            reloads
+        })
+    };
+
     let every = Duration::from_secs((seconds / 20).clamp(1, 30));
     let started = Instant::now();
     let mut samples = vec![(Duration::ZERO, footprint(pid), 0u64)];
-    let mut reloads = 0;
-    let mut next_reload = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         tokio::time::sleep(every.min(deadline.saturating_duration_since(Instant::now()))).await;
-        if Instant::now() >= next_reload {
-            reloads += 1;
-            std::fs::write(&chain, format!("{chain_text}\n# soak reload {reloads}\n")).unwrap();
-            next_reload += Duration::from_secs(10);
-        }
         samples.push((started.elapsed(), footprint(pid), tally.expected.load(Ordering::Relaxed)));
     }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
     }
+    let reloads = reloader.await.unwrap_or(0);
+    // Give the last reload time to go live before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     // Every reload went live (the file watcher picked each one up).
     let live = admin_status(addr).await;
     let swapped = live["reloads"]["succeeded"].as_u64().unwrap_or(0);
