@@ -105,7 +105,8 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: Cance
         let slot = match state.admission.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(error) => {
-                tracing::warn!(%peer, reason = %error.message, "connection refused");
+                // Counted in /admin/metrics; a flood must not flood the log too.
+                tracing::debug!(%peer, reason = %error.message, "connection refused");
                 connections.spawn(limits::refuse(stream, error));
                 continue;
             }
