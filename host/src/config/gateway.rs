@@ -503,10 +503,12 @@ fn positive<T: serde::de::DeserializeOwned + Copy + PartialEq + Default>(
 
 fn sessions(mut t: Table<'_>, problems: &mut Problems) -> SessionSettings {
     let d = SessionSettings::default();
+    let max = positive(&mut t, "max", d.max, problems);
     let settings = SessionSettings {
         idle_timeout: Duration::from_secs(positive(&mut t, "idle_timeout_s", d.idle_timeout.as_secs(), problems)),
-        max: positive(&mut t, "max", d.max, problems),
-        max_per_principal: positive(&mut t, "max_per_principal", d.max_per_principal, problems),
+        max,
+        // Unset, it follows a lowered total rather than contradicting it.
+        max_per_principal: positive(&mut t, "max_per_principal", d.max_per_principal.min(max), problems),
         history: t.get("history", problems).unwrap_or(d.history),
         max_client_requests: positive(&mut t, "max_client_requests", d.max_client_requests, problems),
         replay_bytes: positive(&mut t, "replay_kib", d.replay_bytes >> 10, problems) << 10,
@@ -523,12 +525,18 @@ fn connection_limits(t: &mut Table<'_>, problems: &mut Problems) -> ConnectionLi
     let secs = |t: &mut Table<'_>, key, default: Duration, problems: &mut Problems| {
         Duration::from_secs(positive(t, key, default.as_secs(), problems))
     };
+    let max_connections = positive(t, "max_connections", d.max_connections, problems);
     let limits = ConnectionLimits {
         header_timeout: secs(t, "header_timeout_s", d.header_timeout, problems),
         body_timeout: secs(t, "body_timeout_s", d.body_timeout, problems),
         keep_alive: secs(t, "keep_alive_s", d.keep_alive, problems),
-        max_connections: positive(t, "max_connections", d.max_connections, problems),
-        max_connections_per_ip: positive(t, "max_connections_per_ip", d.max_connections_per_ip, problems),
+        max_connections,
+        max_connections_per_ip: positive(
+            t,
+            "max_connections_per_ip",
+            d.max_connections_per_ip.min(max_connections),
+            problems,
+        ),
         max_batch: positive(t, "max_batch", d.max_batch, problems),
         max_json_depth: positive(t, "max_json_depth", d.max_json_depth, problems),
     };

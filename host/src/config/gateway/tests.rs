@@ -108,7 +108,7 @@ fn every_problem_is_reported_with_its_path() {
             "server.listen: \"localhost\" is not an address like 127.0.0.1:8080: invalid socket address syntax",
             "server.path: must start with '/'",
             "server.colour: unknown field; expected one of `listen`, `path`, `max_body_kib`, `allowed_origins`, \
-             `allowed_hosts`, `header_timeout_s`, `body_timeout_s`, `keep_alive_s`, `max_connections`, \
+             `allowed_hosts`, `max_connections`, `header_timeout_s`, `body_timeout_s`, `keep_alive_s`, \
              `max_connections_per_ip`, `max_batch`, `max_json_depth`",
             "policy.chain: /etc/warden/missing.toml is not a readable file",
             "naming.mode: \"fancy\" is not \"bare\" or \"prefix\"",
@@ -260,6 +260,10 @@ fn connection_and_session_bounds_have_safe_defaults_and_are_checked() {
     assert_eq!(config.server.limits.header_timeout, Duration::from_secs(2));
     assert_eq!(config.server.limits.max_connections_per_ip, 4);
     assert_eq!((config.sessions.max_per_principal, config.sessions.replay_bytes), (3, 64 << 10));
+
+    // Lowering a total alone lowers the per-caller default with it.
+    let config = parse_str(&format!("{minimal}[server]\nmax_connections = 100\n[sessions]\nmax = 50\n")).unwrap();
+    assert_eq!((config.server.limits.max_connections_per_ip, config.sessions.max_per_principal), (100, 50));
 
     let problems = messages(
         parse_str(&format!(
