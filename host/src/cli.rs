@@ -97,6 +97,77 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Verify and search the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints of audit log files
+    /// (in any order): exit 0 with the count and the last checkpoint when
+    /// intact, 1 with the first broken link and its position when not.
+    Verify {
+        /// The log files: the live one and any rotated ones.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The checkpoint signer's public key (the signing key's .pub).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// A copy of the newest checkpoint to hold the log to (default: the
+        /// <stem>.checkpoint beside the live file, if there).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Accept a log whose oldest files were removed (it must start at a
+        /// record and still reach a checkpoint).
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Print the decisions that match, oldest first.
+    Query {
+        /// The log files, oldest first.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// From this time (RFC 3339) or age (15m, 2h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Before this time or age.
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Of this subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// For tools, prompts or resource URIs matching this glob.
+        #[arg(long, value_name = "GLOB")]
+        tool: Option<String>,
+        /// With this outcome (repeat or comma-separate: denied,result-denied).
+        #[arg(long, value_delimiter = ',')]
+        outcome: Vec<String>,
+        /// In which this plugin ran.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Print the records as JSON Lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep reading the last file as it grows.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Write a checkpoint signing key (mode 0600) and its public key (.pub).
+    /// The gateway also creates one when [audit] signing_key names no file.
+    Keygen {
+        /// Where to write the signing key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The key's name (the log's origin).
+        #[arg(long, default_value = "warden-audit")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,6 +315,7 @@ pub fn main() -> ExitCode {
         Command::Status { url, reload } => status(&url, reload),
         Command::Pack { command } => pack(command),
         Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
+        Command::Audit { command } => audit(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -259,16 +331,74 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `WARDEN_LOG` (or `RUST_LOG`) sets the filter, e.g.
-/// `WARDEN_LOG=warden=debug`. Serving logs at info by default.
+/// `WARDEN_LOG=warden=debug`, and `WARDEN_LOG_FORMAT` the format: `text`
+/// (the default), `json` (one object per line) or `pretty` (multi-line).
+/// Serving logs at info by default.
 fn init_tracing(serving: bool) {
     let default = if serving { "info" } else { "warn" };
     let filter =
         std::env::var("WARDEN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var("WARDEN_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format.as_str() {
+        "json" => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        "pretty" => builder.pretty().try_init(),
+        "" | "text" => builder.try_init(),
+        other => {
+            let set = builder.try_init();
+            tracing::warn!(format = other, "WARDEN_LOG_FORMAT is not text, json or pretty: using text");
+            set
+        }
+    };
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<u8> {
+    use crate::audit::{note, query, verify};
+    match command {
+        AuditCommand::Verify { files, key, checkpoint, partial } => {
+            let text = fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let key = note::NoteVerifier::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            match verify::verify(&files, &verify::Options { key, checkpoint, partial }) {
+                Ok(report) => {
+                    println!("{report}");
+                    Ok(0)
+                }
+                Err(broken) => {
+                    println!("broken: {broken}");
+                    Ok(1)
+                }
+            }
+        }
+        AuditCommand::Query { files, since, until, tenant, subject, tool, outcome, plugin, json, follow } => {
+            let time = |t: Option<String>| t.map(|t| query::Filter::time(&t)).transpose().map_err(anyhow::Error::msg);
+            let filter = query::Filter {
+                since: time(since)?,
+                until: time(until)?,
+                tenant,
+                subject,
+                target: tool.map(|t| query::Filter::target(&t)).transpose().map_err(anyhow::Error::msg)?,
+                outcomes: outcome,
+                plugin,
+            };
+            let format = if json { query::Format::Json } else { query::Format::Table };
+            let mut out = std::io::stdout().lock();
+            match query::query(&files, &filter, format, follow, &mut out) {
+                Ok(_) => Ok(0),
+                // A closed pipe (`| head`) is how following ends.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                Err(e) => Err(e.into()),
+            }
+        }
+        AuditCommand::Keygen { out, name } => {
+            let signer = note::NoteSigner::generate(&name).map_err(anyhow::Error::msg)?;
+            signer.write(&out).map_err(anyhow::Error::msg)?;
+            println!("wrote {} and {}", out.display(), note::public_path(&out).display());
+            Ok(0)
+        }
+    }
 }
 
 fn engine() -> anyhow::Result<Engine> {

@@ -12,6 +12,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::Auditor,
     auth::Authenticator,
     chain::Chain,
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
@@ -73,7 +74,11 @@ fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<(Arc<Gateway>, Vec
         required_scopes: config.required_scopes.clone(),
     };
     let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
-    Ok((Gateway::start(settings, upstreams, chain), named))
+    let auditor = match &config.audit {
+        Some(audit) => Auditor::open(audit.clone()).map_err(anyhow::Error::msg)?,
+        None => Auditor::off(),
+    };
+    Ok((Gateway::start(settings, upstreams, chain, auditor), named))
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within

@@ -110,6 +110,7 @@ use super::{
     read::Table,
 };
 use crate::{
+    audit::{AuditSettings, Durability, OnError},
     auth::{ApiKey, Principal},
     catalog::{Naming, NamingMode},
     engine::{CompileCache, EngineSettings},
@@ -244,6 +245,8 @@ pub struct GatewayConfig {
     pub upstreams: Vec<UpstreamConfig>,
     /// CA certificates (DER) trusted for outgoing https besides the Mozilla roots.
     pub tls_roots: Vec<Vec<u8>>,
+    /// The audit log, if decisions are recorded.
+    pub audit: Option<AuditSettings>,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -380,6 +383,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         t.finish(&mut problems);
         role.filter(|r| !r.is_empty())
     });
+    let audit = root.table("audit", &mut problems).and_then(|t| audit(t, base, &mut problems));
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -469,7 +473,55 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         required_scopes,
         upstreams,
         tls_roots,
+        audit,
     })
+}
+
+/// `[audit]`; paths are relative to the config file's folder.
+fn audit(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> Option<AuditSettings> {
+    let file = t.require::<String>("file", problems).map(|f| base.join(f));
+    let mut settings = AuditSettings::new(file.clone().unwrap_or_default());
+    if let Some(key) = t.get::<String>("signing_key", problems) {
+        settings.signing_key = base.join(key);
+    }
+    if let Some(origin) = t.get::<String>("origin", problems) {
+        if origin.is_empty() || origin.contains('\n') {
+            problems.push(t.path_of("origin"), "must be one line of text, not empty");
+        }
+        settings.origin = origin;
+    }
+    let interval = positive(&mut t, "fsync_interval_ms", 1000u64, problems);
+    settings.durability = match t.get::<String>("fsync", problems).as_deref() {
+        None | Some("interval") => Durability::Interval(Duration::from_millis(interval)),
+        Some("record") => Durability::Record,
+        Some(other) => {
+            problems.push(t.path_of("fsync"), format!("{other:?} is not \"record\" or \"interval\""));
+            settings.durability
+        }
+    };
+    let checkpoint = positive(&mut t, "checkpoint_interval_s", settings.checkpoint_interval.as_secs(), problems);
+    settings.checkpoint_interval = Duration::from_secs(checkpoint);
+    settings.rotate_bytes = positive(&mut t, "rotate_mib", settings.rotate_bytes >> 20, problems) << 20;
+    settings.rotate_age = match t.get::<u64>("rotate_hours", problems) {
+        None => settings.rotate_age,
+        Some(0) => None,
+        Some(hours) => Some(Duration::from_secs(hours * 3600)),
+    };
+    settings.on_error = match t.get::<String>("on_error", problems).as_deref() {
+        None | Some("refuse") => OnError::Refuse,
+        Some("continue") => OnError::Continue,
+        Some(other) => {
+            problems.push(t.path_of("on_error"), format!("{other:?} is not \"refuse\" or \"continue\""));
+            OnError::Refuse
+        }
+    };
+    settings.record_arguments = t.get("record_arguments", problems).unwrap_or(false);
+    settings.result_preview_bytes = t.get("result_preview_bytes", problems).unwrap_or(0);
+    if let Some(redact) = t.get::<Vec<String>>("redact", problems) {
+        settings.redact = redact;
+    }
+    t.finish(problems);
+    file.map(|_| settings)
 }
 
 fn tool_name_char(c: char) -> bool {

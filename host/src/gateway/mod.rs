@@ -7,6 +7,8 @@
 //! on-list hook once per principal and catalog version, and the result is
 //! cached; a tool hidden from a principal cannot be called by it either.
 
+mod context;
+mod error;
 mod history;
 
 use std::{
@@ -22,16 +24,20 @@ use arc_swap::ArcSwap;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument as _;
 
 use crate::{
+    audit::Auditor,
     auth::Principal,
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
     config::identity::ScopeRule,
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
-    mcp::{RpcError, code},
+    mcp::RpcError,
     upstream::{CallHooks, ClientRequests, NotificationScreen, Upstream, UpstreamEvent, UpstreamSpec},
 };
+pub use context::{RequestContext, trace_id};
+pub use error::GatewayError;
 pub use history::History;
 
 /// A policy chain and its generation (bumped on every swap).
@@ -82,9 +88,24 @@ pub struct Caller {
     /// Whether the client speaks 2026-07-28 (it then gets `input_required`
     /// results as they are, instead of having them asked on its behalf).
     pub modern: bool,
+    /// `http` or `stdio`, for the audit record.
+    pub transport: &'static str,
+    /// The W3C `traceparent` the client sent with the request, if any.
+    pub traceparent: Option<String>,
 }
 
 impl Caller {
+    /// A caller with no session and nothing to relay to: what a transport
+    /// knows before it reaches its era's handling.
+    pub fn bare(principal: Arc<Principal>, transport: &'static str, modern: bool) -> Self {
+        Self { principal, session: None, hooks: CallHooks::default(), modern, transport, traceparent: None }
+    }
+
+    /// The trace id of the client's `traceparent`, if valid.
+    pub fn trace_id(&self) -> Option<String> {
+        self.traceparent.as_deref().and_then(trace_id)
+    }
+
     fn history_key(&self) -> String {
         match &self.session {
             Some(session) => format!("session:{session}"),
@@ -127,6 +148,7 @@ pub struct Gateway {
     changes: broadcast::Sender<Change>,
     next_request: AtomicU64,
     request_prefix: String,
+    auditor: Auditor,
 }
 
 /// Most `input_required` rounds the gateway answers on a legacy client's behalf.
@@ -136,7 +158,12 @@ const MAX_VIEWS: usize = 4096;
 
 impl Gateway {
     /// Start the upstreams and the task that keeps the catalog current.
-    pub fn start(settings: Settings, upstreams: Vec<(UpstreamSpec, String)>, chain: Chain) -> Arc<Self> {
+    pub fn start(
+        settings: Settings,
+        upstreams: Vec<(UpstreamSpec, String)>,
+        chain: Chain,
+        auditor: Auditor,
+    ) -> Arc<Self> {
         let (events, mut receiver) = mpsc::unbounded_channel();
         let order = upstreams.iter().map(|(spec, prefix)| (spec.name.clone(), prefix.clone())).collect();
         let started: Vec<Arc<Upstream>> =
@@ -154,6 +181,7 @@ impl Gateway {
             changes: broadcast::channel(256).0,
             next_request: AtomicU64::new(1),
             request_prefix: URL_SAFE_NO_PAD.encode(prefix),
+            auditor,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -242,9 +270,16 @@ impl Gateway {
         &self.upstreams
     }
 
-    /// Stop every upstream.
+    /// Stop every upstream, then seal the audit log with a final checkpoint.
     pub async fn shutdown(&self) {
         futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
+        let auditor = self.auditor.clone();
+        let _ = tokio::task::spawn_blocking(move || auditor.close()).await;
+    }
+
+    /// Where decisions are recorded.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
     }
 
     /// The capabilities the gateway declares to clients.
@@ -273,11 +308,46 @@ impl Gateway {
     }
 
     /// Answer one client request (everything but the era-specific handshake
-    /// methods, which the transports answer).
+    /// methods, which the transports answer). This is where a request's
+    /// context opens: every request but `ping` leaves one audit record.
     pub async fn handle(&self, caller: &Caller, method: &str, params: Value) -> Result<Value, RpcError> {
+        if method == "ping" {
+            return Ok(json!({}));
+        }
+        let mut cx = RequestContext::open(self.auditor.clone(), self.request_id(), caller, method, &params);
+        let span = cx.span.clone();
+        async move {
+            // Failing closed on the audit log comes first: nothing is served
+            // that could not be recorded.
+            let answer = match self.auditor.refusing() {
+                true => Err(GatewayError::AuditUnavailable),
+                false => self.route(&mut cx, caller, method, params).await,
+            };
+            cx.close(answer).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Record a refusal a transport made before the request reached
+    /// [`Gateway::handle`] (HTTP answers missing scopes with 403 there), and
+    /// return the error for it.
+    pub async fn refuse(&self, caller: &Caller, method: &str, params: &Value, refusal: GatewayError) -> RpcError {
+        let cx = RequestContext::open(self.auditor.clone(), self.request_id(), caller, method, params);
+        cx.close(Err(refusal)).await.err().unwrap_or_else(|| RpcError::internal("refusal lost"))
+    }
+
+    /// The request path by method.
+    async fn route(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, GatewayError> {
         match method {
             "tools/list" => self.list_tools(caller, &params),
-            "tools/call" => self.call_tool(caller, params).await,
+            "tools/call" => self.call_tool(cx, caller, params).await,
             "resources/list" => {
                 let snapshot = self.catalog.snapshot();
                 let view = self.view(&caller.principal, &snapshot);
@@ -290,27 +360,26 @@ impl Gateway {
                 let items = flagged(&view.templates, |i| &snapshot.templates[i].1);
                 self.page(&params, "resourceTemplates", items)
             }
-            "resources/read" => self.read_resource(caller, params).await,
+            "resources/read" => self.read_resource(cx, caller, params).await,
             "prompts/list" => {
                 let snapshot = self.catalog.snapshot();
                 let view = self.view(&caller.principal, &snapshot);
                 let items = flagged(&view.prompts, |i| &snapshot.prompts[i].definition);
                 self.page(&params, "prompts", items)
             }
-            "prompts/get" => self.get_prompt(caller, params).await,
-            "completion/complete" => self.complete(caller, params).await,
+            "prompts/get" => self.get_prompt(cx, caller, params).await,
+            "completion/complete" => self.complete(cx, caller, params).await,
             "resources/subscribe" | "resources/unsubscribe" => {
-                let uri = params
-                    .get("uri")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| RpcError::invalid_params("uri is required"))?;
+                let uri = required(&params, "uri")?;
                 let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
+                let target = resource_target(upstream.name(), uri);
                 // Updates carry the resource's name and prompt a read: a
                 // principal that may not read it may not watch it either.
                 // Unsubscribing is always allowed.
                 if method == "resources/subscribe" {
-                    let target = resource_target(upstream.name(), uri);
-                    self.screen(caller, target, json!({ "uri": uri }), method)?;
+                    self.screen(cx, caller, target, json!({ "uri": uri }))?;
+                } else {
+                    cx.target(&target);
                 }
                 // The gateway tracks subscriptions itself; it forwards them only
                 // to legacy upstreams that take them (2026-07-28 has none).
@@ -320,7 +389,7 @@ impl Gateway {
                 if !forward {
                     return Ok(json!({}));
                 }
-                upstream.request(method, params, CallHooks::default()).await.map_err(|e| e.to_rpc())
+                upstream.request(method, params, CallHooks::default()).await.map_err(upstream_error)
             }
             "logging/setLevel" => {
                 // Upstream sessions are shared, so the most recent level wins
@@ -335,19 +404,18 @@ impl Gateway {
                 }
                 Ok(json!({}))
             }
-            "ping" => Ok(json!({})),
-            _ => Err(RpcError::method_not_found(method)),
+            _ => Err(GatewayError::MethodNotFound(method.to_owned())),
         }
     }
 
     /// One page of a list, by an opaque cursor.
-    fn page(&self, params: &Value, key: &str, items: Vec<Value>) -> Result<Value, RpcError> {
+    fn page(&self, params: &Value, key: &str, items: Vec<Value>) -> Result<Value, GatewayError> {
         let start = match params.get("cursor") {
             None | Some(Value::Null) => 0,
             Some(Value::String(cursor)) => {
-                decode_cursor(cursor).ok_or_else(|| RpcError::invalid_params("invalid cursor"))?
+                decode_cursor(cursor).ok_or_else(|| GatewayError::InvalidParams("invalid cursor".into()))?
             }
-            Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
+            Some(_) => return Err(GatewayError::InvalidParams("cursor must be a string".into())),
         };
         let end = (start + self.settings.page_size).min(items.len());
         let mut result = Map::new();
@@ -429,7 +497,7 @@ impl Gateway {
         view
     }
 
-    fn list_tools(&self, caller: &Caller, params: &Value) -> Result<Value, RpcError> {
+    fn list_tools(&self, caller: &Caller, params: &Value) -> Result<Value, GatewayError> {
         let snapshot = self.catalog.snapshot();
         let view = self.view(&caller.principal, &snapshot);
         let tools = flagged(&view.tools, |i| &snapshot.tools[i].definition);
@@ -438,7 +506,7 @@ impl Gateway {
 
     /// The upstream serving `uri` for `principal`, unless its listing hid
     /// it from them (the resource itself, or every template it matches).
-    fn visible_resource_upstream(&self, principal: &Principal, uri: &str) -> Result<&Upstream, RpcError> {
+    fn visible_resource_upstream(&self, principal: &Principal, uri: &str) -> Result<&Upstream, GatewayError> {
         let snapshot = self.catalog.snapshot();
         let view = self.view(principal, &snapshot);
         let listed = snapshot.resources.iter().position(|(_, r)| r.get("uri").and_then(Value::as_str) == Some(uri));
@@ -449,44 +517,51 @@ impl Gateway {
                 template.is_some_and(|t| catalog::template_matches(t, uri))
             }),
         };
-        if !visible && snapshot.resource_upstream(uri).is_some() {
-            return Err(RpcError::invalid_params("Resource not found").with_data(json!({ "uri": uri })));
+        let unknown = |hidden| GatewayError::Unknown { kind: "resource", name: uri.to_owned(), hidden };
+        match snapshot.resource_upstream(uri) {
+            None => Err(unknown(false)),
+            Some(_) if !visible => Err(unknown(true)),
+            Some(name) => self.upstream(name),
         }
-        self.resource_upstream(uri)
     }
 
     /// A prompt by exposed name, unless its listing hid it from `principal`.
-    fn visible_prompt(&self, principal: &Principal, exposed: &str) -> Result<Entry, RpcError> {
+    fn visible_prompt(&self, principal: &Principal, exposed: &str) -> Result<Entry, GatewayError> {
         let snapshot = self.catalog.snapshot();
         let view = self.view(principal, &snapshot);
-        snapshot
-            .prompts
-            .iter()
-            .position(|p| p.exposed == exposed)
-            .filter(|i| view.shows_prompt(*i))
-            .map(|i| snapshot.prompts[i].clone())
-            .ok_or_else(|| RpcError::invalid_params(format!("unknown prompt: {exposed}")))
+        let unknown = |hidden| GatewayError::Unknown { kind: "prompt", name: exposed.to_owned(), hidden };
+        match snapshot.prompts.iter().position(|p| p.exposed == exposed) {
+            None => Err(unknown(false)),
+            Some(i) if !view.shows_prompt(i) => Err(unknown(true)),
+            Some(i) => Ok(snapshot.prompts[i].clone()),
+        }
     }
 
     /// The path of a tool call. Order matters: nothing reaches the upstream
     /// unless the chain allowed it, and nothing reaches the client unless the
     /// chain saw it.
-    async fn call_tool(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
-        let exposed =
-            params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("name is required"))?;
+    async fn call_tool(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        mut params: Value,
+    ) -> Result<Value, GatewayError> {
+        let exposed = required(&params, "name")?;
         let arguments = match params.get("arguments") {
             None | Some(Value::Null) => json!({}),
             Some(a @ Value::Object(_)) => a.clone(),
-            Some(_) => return Err(RpcError::invalid_params("arguments must be an object")),
+            Some(_) => return Err(GatewayError::InvalidParams("arguments must be an object".into())),
         };
         // Route: only tools this principal may see exist for it.
         let snapshot = self.catalog.snapshot();
-        let entry = self
-            .visible_tool(&caller.principal, &snapshot, exposed)
-            .ok_or_else(|| RpcError::invalid_params(format!("unknown tool: {exposed}")))?;
+        let entry = self.visible_tool(&caller.principal, &snapshot, exposed).ok_or_else(|| GatewayError::Unknown {
+            kind: "tool",
+            name: exposed.to_owned(),
+            hidden: snapshot.tool(exposed).is_some(),
+        })?;
         let missing = self.missing_scopes(&caller.principal, &entry.upstream, &entry.name);
         if !missing.is_empty() {
-            return Err(insufficient_scope(missing));
+            return Err(GatewayError::InsufficientScope(missing));
         }
         let target = Target {
             kind: TargetKind::Tool,
@@ -496,7 +571,7 @@ impl Gateway {
         };
         params["name"] = json!(entry.name);
         let schema = entry.definition.get("inputSchema").cloned().unwrap_or(Value::Null);
-        self.through_chain(caller, target, arguments, params, "tools/call", "arguments", &schema).await
+        self.through_chain(cx, caller, target, arguments, params, "tools/call", "arguments", &schema).await
     }
 
     /// The tool `exposed`, if it exists for `principal` (tools its listing
@@ -530,23 +605,31 @@ impl Gateway {
         missing
     }
 
-    async fn read_resource(&self, caller: &Caller, params: Value) -> Result<Value, RpcError> {
-        let uri =
-            params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("uri is required"))?;
+    async fn read_resource(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        params: Value,
+    ) -> Result<Value, GatewayError> {
+        let uri = required(&params, "uri")?;
         let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
         let target = resource_target(upstream.name(), uri);
         let arguments = json!({ "uri": uri });
-        self.through_chain(caller, target, arguments, params, "resources/read", "", &Value::Null).await
+        self.through_chain(cx, caller, target, arguments, params, "resources/read", "", &Value::Null).await
     }
 
-    async fn get_prompt(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
-        let exposed =
-            params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("name is required"))?;
+    async fn get_prompt(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        mut params: Value,
+    ) -> Result<Value, GatewayError> {
+        let exposed = required(&params, "name")?;
         let entry = self.visible_prompt(&caller.principal, exposed)?;
         let target = prompt_target(&entry.upstream, &entry.name);
         params["name"] = json!(entry.name);
         let arguments = params.get("arguments").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
-        self.through_chain(caller, target, arguments, params, "prompts/get", "arguments", &Value::Null).await
+        self.through_chain(cx, caller, target, arguments, params, "prompts/get", "arguments", &Value::Null).await
     }
 
     /// on-call → upstream → on-result, for a routed request. `arguments_key`
@@ -556,6 +639,7 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn through_chain(
         &self,
+        cx: &mut RequestContext,
         caller: &Caller,
         target: Target,
         arguments: Value,
@@ -563,26 +647,28 @@ impl Gateway {
         method: &str,
         arguments_key: &str,
         input_schema: &Value,
-    ) -> Result<Value, RpcError> {
-        let started = Instant::now();
+    ) -> Result<Value, GatewayError> {
+        // One snapshot of the chain for on-call and on-result: a reload never
+        // splits a call across chain versions.
         let live = self.chain.load_full();
-        let history_key = caller.history_key();
-        let request_id = self.request_id();
-        let audit = |outcome: &str, detail: &str| audit(&request_id, caller, &target, method, outcome, detail, started);
-        let mut call = self.call_record(caller, request_id.clone(), target.clone(), &arguments);
+        cx.target(&target);
+        cx.arguments(&arguments);
+        cx.chain(&live);
+        let mut call = self.call_record(caller, cx.id.clone(), target, &arguments);
 
         let decision = live.chain.on_call(&mut call);
+        cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
-        if let Err((outcome, detail, error)) = refusal(decision.outcome) {
-            audit(outcome, &detail);
-            return Err(error);
-        }
-        if rewrote && !arguments_key.is_empty() {
-            params[arguments_key] = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+        refusal(decision.outcome)?;
+        if rewrote {
+            cx.forwarded(&call.arguments);
+            if !arguments_key.is_empty() {
+                params[arguments_key] = serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+            }
         }
 
         let upstream = self.upstream(&call.target.server)?;
-        self.history.record(&history_key, &call);
+        self.history.record(&caller.history_key(), &call);
         let mut caller = caller.clone();
         // What the upstream asks the client mid-call (sampling, elicitation,
         // roots) and what it tells it (log messages, progress) reaches a
@@ -600,62 +686,51 @@ impl Gateway {
                 caller.hooks.param_headers.push((format!("{}{}", crate::mcp::header::PARAM_PREFIX, suffix), value));
             }
         }
-        let result = match self.dispatch(upstream, method, params, &caller).await {
-            Ok(result) => result,
-            Err(error) => {
-                audit("upstream-error", &error.message);
-                return Err(error);
-            }
-        };
+        let sent = Instant::now();
+        let answer = self.dispatch(upstream, method, params, &caller).await;
+        cx.upstream(&answer, sent);
+        let result = answer.map_err(GatewayError::Upstream)?;
+
         // An input_required result (a 2026-07-28 client's question round)
         // passes on-result like any result: its questions reach a person or
         // the client's model.
         if !live.chain.runs(Hook::OnResult) {
-            audit("allowed", "");
             return Ok(result);
         }
         let decision = live.chain.on_result(&call, result.to_string());
+        cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
         match decision.outcome {
             // Unchanged: the parsed result stands; no need to parse it again.
-            ResultOutcome::Allow(_) if !rewrote => {
-                audit("allowed", "");
-                Ok(result)
-            }
-            ResultOutcome::Allow(output) => {
-                audit("allowed-rewritten", "");
-                serde_json::from_str(&output)
-                    .map_err(|e| RpcError::internal(format!("rewritten result is not JSON: {e}")))
-            }
-            ResultOutcome::Deny(rejection) => {
-                audit("result-denied", &rejection.reason);
-                Err(denied(&rejection))
-            }
+            ResultOutcome::Allow(_) if !rewrote => Ok(result),
+            ResultOutcome::Allow(output) => serde_json::from_str(&output)
+                .map_err(|e| GatewayError::Internal(format!("rewritten result is not JSON: {e}"))),
+            ResultOutcome::Deny(rejection) => Err(GatewayError::Denied { rejection, on_result: true }),
         }
     }
 
     /// on-call alone, for requests that use a resource or prompt without
     /// fetching it (completions, subscriptions): a deny or an ask refuses,
-    /// and a rewrite cannot apply, so it is ignored (logged). Nothing is
-    /// recorded in the history chain policies see: nothing was called.
-    fn screen(&self, caller: &Caller, target: Target, arguments: Value, method: &str) -> Result<(), RpcError> {
-        let started = Instant::now();
+    /// and a rewrite cannot apply, so it is ignored (and recorded so).
+    /// Nothing is recorded in the history chain policies see: nothing was called.
+    fn screen(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        target: Target,
+        arguments: Value,
+    ) -> Result<(), GatewayError> {
         let live = self.chain.load_full();
-        let request_id = self.request_id();
-        let mut call = self.call_record(caller, request_id.clone(), target.clone(), &arguments);
+        cx.target(&target);
+        cx.arguments(&arguments);
+        cx.chain(&live);
+        let mut call = self.call_record(caller, cx.id.clone(), target, &arguments);
         let decision = live.chain.on_call(&mut call);
-        let rewrote = decision.rewrote();
-        match refusal(decision.outcome) {
-            Err((outcome, detail, error)) => {
-                audit(&request_id, caller, &target, method, outcome, &detail, started);
-                Err(error)
-            }
-            Ok(()) => {
-                let outcome = if rewrote { "allowed-rewrite-ignored" } else { "allowed" };
-                audit(&request_id, caller, &target, method, outcome, "", started);
-                Ok(())
-            }
+        cx.steps(&decision.steps);
+        if decision.rewrote() {
+            cx.outcome("rewrite-ignored");
         }
+        refusal(decision.outcome)
     }
 
     /// What the chain's on-call and on-result see of a request.
@@ -717,7 +792,12 @@ impl Gateway {
     /// template's argument. The chain's on-call sees it as a use of that
     /// prompt or resource (arguments: `{"completion": <the params>}`), so a
     /// principal who may not use a prompt cannot probe its arguments either.
-    async fn complete(&self, caller: &Caller, mut params: Value) -> Result<Value, RpcError> {
+    async fn complete(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        mut params: Value,
+    ) -> Result<Value, GatewayError> {
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
         let (upstream, target) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
@@ -731,26 +811,27 @@ impl Gateway {
                 let upstream = self.visible_resource_upstream(&caller.principal, uri)?;
                 (upstream, resource_target(upstream.name(), uri))
             }
-            _ => return Err(RpcError::invalid_params("ref must be a ref/prompt or ref/resource")),
+            _ => return Err(GatewayError::InvalidParams("ref must be a ref/prompt or ref/resource".into())),
         };
-        self.screen(caller, target, json!({ "completion": params }), "completion/complete")?;
+        self.screen(cx, caller, target, json!({ "completion": params }))?;
         if !upstream.server_info().is_some_and(|i| i.has("completions")) {
             return Ok(json!({ "completion": { "values": [], "hasMore": false } }));
         }
-        upstream.request("completion/complete", params, caller.hooks.clone()).await.map_err(|e| e.to_rpc())
+        upstream.request("completion/complete", params, caller.hooks.clone()).await.map_err(upstream_error)
     }
 
-    fn upstream(&self, name: &str) -> Result<&Upstream, RpcError> {
-        self.by_name.get(name).map(|u| u.as_ref()).ok_or_else(|| RpcError::internal(format!("no upstream {name}")))
+    fn upstream(&self, name: &str) -> Result<&Upstream, GatewayError> {
+        self.by_name.get(name).map(|u| u.as_ref()).ok_or_else(|| GatewayError::Internal(format!("no upstream {name}")))
     }
+}
 
-    fn resource_upstream(&self, uri: &str) -> Result<&Upstream, RpcError> {
-        let snapshot = self.catalog.snapshot();
-        let name = snapshot
-            .resource_upstream(uri)
-            .ok_or_else(|| RpcError::invalid_params("Resource not found").with_data(json!({ "uri": uri })))?;
-        self.upstream(name)
-    }
+/// A string parameter the request must carry.
+fn required<'a>(params: &'a Value, key: &str) -> Result<&'a str, GatewayError> {
+    params.get(key).and_then(Value::as_str).ok_or_else(|| GatewayError::InvalidParams(format!("{key} is required")))
+}
+
+fn upstream_error(error: crate::upstream::UpstreamError) -> GatewayError {
+    GatewayError::Upstream(error.to_rpc())
 }
 
 /// The chain's on-result for what an upstream sends the client during a
@@ -883,52 +964,17 @@ fn prompt_target(server: &str, name: &str) -> Target {
     }
 }
 
-/// A refusing on-call outcome as (audit outcome, detail, the client's error).
-fn refusal(outcome: CallOutcome) -> Result<(), (&'static str, String, RpcError)> {
+/// An on-call outcome as the request path's verdict.
+fn refusal(outcome: CallOutcome) -> Result<(), GatewayError> {
     match outcome {
         CallOutcome::Allow => Ok(()),
-        CallOutcome::Deny(rejection) => Err(("denied", rejection.reason.clone(), denied(&rejection))),
-        CallOutcome::Ask(approval) => {
-            let error = RpcError::new(code::APPROVAL_REQUIRED, format!("approval required: {}", approval.prompt))
-                .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt }));
-            Err(("approval-required", approval.prompt, error))
-        }
+        CallOutcome::Deny(rejection) => Err(GatewayError::Denied { rejection, on_result: false }),
+        CallOutcome::Ask(approval) => Err(GatewayError::ApprovalRequired(approval)),
     }
 }
 
-/// One line of the decision log.
-fn audit(
-    request_id: &str,
-    caller: &Caller,
-    target: &Target,
-    method: &str,
-    outcome: &str,
-    detail: &str,
-    started: Instant,
-) {
-    tracing::info!(
-        target: "warden::audit",
-        request = %request_id,
-        subject = %caller.principal.subject,
-        upstream = %target.server,
-        name = %target.name,
-        method,
-        outcome,
-        detail,
-        micros = started.elapsed().as_micros() as u64,
-    );
-}
-
-/// The client's error for a policy denial.
-/// The error for a call that needs more scopes.
-pub fn insufficient_scope(scopes: Vec<String>) -> RpcError {
-    RpcError::new(code::INSUFFICIENT_SCOPE, format!("insufficient scope: this call needs {}", scopes.join(" ")))
-        .with_data(json!({ "scopes": scopes }))
-}
-
 fn denied(rejection: &Rejection) -> RpcError {
-    RpcError::new(code::POLICY_DENIED, format!("denied by policy {}: {}", rejection.plugin, rejection.reason))
-        .with_data(json!({ "plugin": rejection.plugin, "code": rejection.code, "reason": rejection.reason }))
+    GatewayError::Denied { rejection: rejection.clone(), on_result: true }.to_rpc()
 }
 
 fn decode_cursor(cursor: &str) -> Option<usize> {

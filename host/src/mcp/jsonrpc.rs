@@ -38,6 +38,9 @@ pub mod code {
     /// requests waiting for a client); `data.limit` names the setting and
     /// `data.value` its value. Trying again later may succeed.
     pub const OVERLOADED: i64 = -32015;
+    /// Warden: the audit log cannot be written and is configured to fail
+    /// closed, so nothing is served until it can.
+    pub const AUDIT_UNAVAILABLE: i64 = -32016;
 }
 
 /// A JSON-RPC error object.

@@ -41,7 +41,7 @@ use crate::reload::Reloader;
 use crate::{
     auth::{AuthError, Authenticator},
     config::gateway::{ServerSettings, SessionSettings},
-    gateway::Gateway,
+    gateway::{Caller, Gateway, GatewayError},
     mcp::{self, RpcError, code, header as h},
 };
 
@@ -256,6 +256,11 @@ fn check_origin_and_host(settings: &ServerSettings, request: &Request<Incoming>)
     Ok(())
 }
 
+/// The W3C `traceparent` header of a request, if any.
+pub(crate) fn traceparent(headers: &hyper::HeaderMap) -> Option<String> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 fn accepts(request: &Request<Incoming>, wanted: &[&str]) -> bool {
     let accept =
         request.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
@@ -408,7 +413,13 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
             let missing = state.gateway.missing_scopes_for_call(&principal, params);
             if !missing.is_empty() {
                 let id = message.get("id").cloned().unwrap_or(Value::Null);
-                return insufficient_scope(&state.auth, id, missing);
+                let modern = era == Some(Some(mcp::Era::Modern));
+                let mut caller = Caller::bare(Arc::clone(&principal), "http", modern);
+                caller.traceparent = traceparent(&headers);
+                let challenge = state.auth.scope_challenge(&missing);
+                let refusal = GatewayError::InsufficientScope(missing);
+                let error = state.gateway.refuse(&caller, "tools/call", params, refusal).await;
+                return insufficient_scope(challenge, id, &error);
             }
         }
     }
@@ -475,11 +486,10 @@ fn unauthorized(auth: &Authenticator, error: &AuthError) -> Response<Body> {
     response
 }
 
-/// 403 for a call that needs the `missing` scopes.
-fn insufficient_scope(auth: &Authenticator, id: Value, missing: Vec<String>) -> Response<Body> {
-    let challenge = HeaderValue::from_str(&auth.scope_challenge(&missing));
-    let mut response = rpc_error(StatusCode::FORBIDDEN, id, &crate::gateway::insufficient_scope(missing));
-    if let Ok(challenge) = challenge {
+/// 403 for a call that needs more scopes, with the challenge naming them.
+fn insufficient_scope(challenge: String, id: Value, error: &RpcError) -> Response<Body> {
+    let mut response = rpc_error(StatusCode::FORBIDDEN, id, error);
+    if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     response

@@ -456,6 +456,8 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
             screen: None,
         },
         modern: false,
+        transport: "http",
+        traceparent: super::http::traceparent(cx.headers),
     };
     match method.as_str() {
         "resources/subscribe" | "resources/unsubscribe" => {
@@ -521,6 +523,8 @@ async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
             ..CallHooks::default()
         },
         modern: false,
+        transport: "http",
+        traceparent: super::http::traceparent(cx.headers),
     };
     let mut answers = Vec::new();
     for value in batch {

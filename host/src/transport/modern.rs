@@ -158,6 +158,8 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                     screen: None,
                 },
                 modern: true,
+                transport: "http",
+                traceparent: super::http::traceparent(cx.headers),
             };
             let gateway = Arc::clone(cx.gateway);
             let server_info = cx.server_info.clone();

@@ -204,6 +204,8 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                     screen: None,
                 },
                 modern,
+                transport: "stdio",
+                traceparent: None,
             };
             let (abort, registration) = AbortHandle::new_pair();
             let request_key = key(&id);

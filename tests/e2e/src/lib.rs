@@ -405,11 +405,12 @@ pub fn quickstart_config() -> String {
     let config = quickstart
         .replace("chain = \"../../policies/quickstart.toml\"", "chain = \"{root}/policies/quickstart.toml\"")
         .replace("command = \"warden-demo-upstream\"", "command = \"{demo}\"")
+        .replace("file = \"../../target/quickstart/audit/warden.jsonl\"", "file = \"{dir}/audit/warden.jsonl\"")
         .replace(
             "args = [\"--workspace\", \"../../target/quickstart/workspace\", \"--outbox\", \"../../target/quickstart/outbox.jsonl\"]",
             "args = [\"--workspace\", \"{dir}/workspace\", \"--outbox\", \"{dir}/outbox.jsonl\", \"--record\", \"{dir}/record.jsonl\"]",
         );
-    for placeholder in ["{root}/policies", "{demo}", "{dir}/record.jsonl"] {
+    for placeholder in ["{root}/policies", "{demo}", "{dir}/record.jsonl", "{dir}/audit/warden.jsonl"] {
         assert!(
             config.contains(placeholder),
             "examples/quickstart/warden.toml changed shape; update quickstart_config()"

@@ -1,0 +1,213 @@
+//! The request context: everything the gateway knows about one client
+//! request while it moves along the request path — its id, who asked, the
+//! `tracing` span it runs in, and the audit record being filled in.
+//!
+//! It is opened when a transport hands the gateway a request
+//! ([`super::Gateway::handle`]) and closed when the answer is ready; the
+//! record is written then. If the request is dropped before (the client
+//! cancelled or went away), the record is written as `cancelled` on drop, so
+//! no path can leave a request unrecorded.
+//!
+//! A new request-path concern (a rate limit, a kill switch) is one more
+//! ordered stage in `Gateway::route` that returns a [`super::GatewayError`]
+//! on refusal and notes what it decided here.
+
+use std::time::{Instant, SystemTime};
+
+use serde_json::Value;
+
+use super::{Caller, GatewayError, LiveChain};
+use crate::{
+    audit::{self, Auditor, ChainRecord, Decision, PendingDecision, StepRecord, UpstreamRecord},
+    chain::{Step, StepOutcome},
+    engine::{Target, TargetKind},
+    mcp::RpcError,
+};
+
+/// One request on its way through the gateway.
+pub struct RequestContext {
+    /// The gateway's id for the request (what plugins see as `request-id`).
+    pub id: String,
+    /// When it arrived.
+    pub started: Instant,
+    /// The span it runs in.
+    pub span: tracing::Span,
+    decision: PendingDecision,
+}
+
+impl RequestContext {
+    /// Open the context of `caller`'s request for `method`.
+    pub(super) fn open(auditor: Auditor, id: String, caller: &Caller, method: &str, params: &Value) -> Self {
+        let principal = &caller.principal;
+        let trace = caller.trace_id().or_else(|| meta_trace_id(params));
+        let span = tracing::info_span!(
+            "request",
+            request = %id,
+            method,
+            subject = %principal.subject,
+            trace = trace.as_deref().unwrap_or_default(),
+        );
+        let record = Decision {
+            kind: "decision",
+            time: audit::timestamp(SystemTime::now()),
+            request: id.clone(),
+            trace,
+            transport: caller.transport,
+            era: if caller.modern { "modern" } else { "legacy" },
+            session: caller.session.clone(),
+            issuer: principal.claims.get("iss").and_then(Value::as_str).map(str::to_owned),
+            subject: principal.subject.clone(),
+            tenant: principal.tenant.clone(),
+            method: method.to_owned(),
+            // A name asked for is recorded even if routing refuses it.
+            target: params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned),
+            outcome: "allowed",
+            ..Decision::default()
+        };
+        Self { id, started: Instant::now(), span, decision: PendingDecision::new(auditor, record) }
+    }
+
+    fn settings(&self) -> Option<&audit::AuditSettings> {
+        self.decision.auditor().settings()
+    }
+
+    /// Set the outcome a success is recorded with (a refusal sets its own).
+    pub(super) fn outcome(&mut self, outcome: &'static str) {
+        self.decision.record.outcome = outcome;
+    }
+
+    /// The routed target.
+    pub(super) fn target(&mut self, target: &Target) {
+        let record = &mut self.decision.record;
+        record.server = Some(target.server.clone());
+        record.target_kind = Some(match target.kind {
+            TargetKind::Tool => "tool",
+            TargetKind::Resource => "resource",
+            TargetKind::Prompt => "prompt",
+        });
+        record.target = Some(target.name.clone());
+    }
+
+    /// The arguments as received: their fingerprint, and themselves
+    /// (redacted) if configured.
+    pub(super) fn arguments(&mut self, arguments: &Value) {
+        let Some(settings) = self.settings() else { return };
+        let kept = settings.record_arguments.then(|| audit::redacted(arguments, &settings.redact));
+        self.decision.record.arguments = kept;
+        self.decision.record.arguments_sha256 = Some(audit::fingerprint(arguments));
+    }
+
+    /// The arguments as a policy rewrote them.
+    pub(super) fn forwarded(&mut self, arguments_json: &str) {
+        if !self.decision.auditor().is_on() {
+            return;
+        }
+        if let Ok(arguments) = serde_json::from_str::<Value>(arguments_json) {
+            self.decision.record.forwarded_sha256 = Some(audit::fingerprint(&arguments));
+        }
+    }
+
+    /// The chain that decides.
+    pub(super) fn chain(&mut self, live: &LiveChain) {
+        let mut packs: Vec<String> =
+            live.chain.links().iter().filter_map(|l| l.pack.as_ref().map(|p| p.digest.clone())).collect();
+        packs.dedup();
+        self.decision.record.chain = Some(ChainRecord { generation: live.generation, packs });
+    }
+
+    /// Plugin invocations, in order; a rewrite marks the outcome.
+    pub(super) fn steps(&mut self, steps: &[Step]) {
+        for step in steps {
+            let (verdict, code, reason, fail_open) = match &step.outcome {
+                StepOutcome::Allowed => ("allow", None, None, false),
+                StepOutcome::Denied { code, reason } => ("deny", Some(code.clone()), Some(reason.clone()), false),
+                StepOutcome::Rewrote { note } => {
+                    self.decision.record.outcome = "rewritten";
+                    ("rewrite", None, Some(note.clone()), false)
+                }
+                StepOutcome::Asked { prompt } => ("ask", None, Some(prompt.clone()), false),
+                StepOutcome::Listed { .. } => ("list", None, None, false),
+                StepOutcome::Failed { error, fail_open } => ("failed", None, Some(error.to_string()), *fail_open),
+            };
+            self.decision.record.steps.push(StepRecord {
+                plugin: step.plugin.clone(),
+                hook: step.hook.as_str(),
+                verdict,
+                code,
+                reason,
+                fail_open,
+                fuel: step.fuel_used,
+                micros: step.elapsed.as_micros() as u64,
+            });
+        }
+    }
+
+    /// The upstream's answer and how long it took.
+    pub(super) fn upstream(&mut self, answer: &Result<Value, RpcError>, since: Instant) {
+        let (status, error) = match answer {
+            Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => ("tool-error", None),
+            Ok(_) => ("ok", None),
+            Err(error) => ("error", Some(error.message.clone())),
+        };
+        let micros = since.elapsed().as_micros() as u64;
+        self.decision.record.upstream = Some(UpstreamRecord { status, error, micros });
+    }
+
+    /// Close the context: record the answer and write the record. With
+    /// per-record durability this waits until it is on disk; if it could not
+    /// be written and the log fails closed, the client gets that error
+    /// instead of the result.
+    pub(super) async fn close(mut self, answer: Result<Value, GatewayError>) -> Result<Value, RpcError> {
+        let auditor = self.decision.auditor().clone();
+        let span = self.span.clone();
+        let record = &mut self.decision.record;
+        record.micros = self.started.elapsed().as_micros() as u64;
+        let answer = answer.map_err(|refusal| {
+            let error = refusal.to_rpc();
+            record.outcome = refusal.outcome();
+            record.code = Some(error.code);
+            record.reason = Some(refusal.reason());
+            error
+        });
+        if let (Ok(result), Some(settings)) = (&answer, auditor.settings())
+            && settings.result_preview_bytes > 0
+        {
+            let shown = audit::redacted(result, &settings.redact).to_string();
+            let mut end = settings.result_preview_bytes.min(shown.len());
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            record.result_preview = Some(shown[..end].to_owned());
+        }
+        tracing::info!(
+            target: "warden::audit",
+            parent: &span,
+            request = %record.request,
+            subject = %record.subject,
+            upstream = record.server.as_deref().unwrap_or_default(),
+            name = record.target.as_deref().unwrap_or_default(),
+            method = %record.method,
+            outcome = record.outcome,
+            detail = record.reason.as_deref().unwrap_or_default(),
+            micros = record.micros,
+        );
+        let written = self.decision.finish().await;
+        match answer {
+            Ok(_) if !written && auditor.refusing() => Err(GatewayError::AuditUnavailable.to_rpc()),
+            answer => answer,
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn trace_id(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32);
+    valid.then(|| trace.to_ascii_lowercase())
+}
+
+/// A `traceparent` a client put in the request's `_meta`.
+fn meta_trace_id(params: &Value) -> Option<String> {
+    crate::mcp::request_meta(params)?.get("traceparent")?.as_str().and_then(trace_id)
+}

@@ -1,0 +1,109 @@
+//! Every way the request path refuses or fails, in one type: the audit
+//! record takes its outcome from it, and [`GatewayError::to_rpc`] is the one
+//! place it becomes a JSON-RPC error (the HTTP transport maps the few that
+//! change the status, such as insufficient scope, in `transport::http`).
+
+use serde_json::json;
+
+use crate::{
+    chain::{Approval, Rejection},
+    mcp::{RpcError, code},
+};
+
+/// Why a request got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed (missing or mistyped parameters).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// No such tool, resource or prompt; or one the principal's listing
+    /// hides, which looks the same to the client (`hidden`) but not in the audit.
+    #[error("unknown {kind}: {name}")]
+    Unknown {
+        /// `tool`, `resource` or `prompt`.
+        kind: &'static str,
+        /// The name or URI asked for.
+        name: String,
+        /// Whether it exists but is hidden from this principal.
+        hidden: bool,
+    },
+    /// The call needs OAuth scopes the token lacks.
+    #[error("insufficient scope: this call needs {}", .0.join(" "))]
+    InsufficientScope(Vec<String>),
+    /// A policy refused the call (`on_result`: or its result).
+    #[error("denied by policy {}: {}", .rejection.plugin, .rejection.reason)]
+    Denied {
+        /// Who refused and why.
+        rejection: Rejection,
+        /// Whether it was the result that was refused.
+        on_result: bool,
+    },
+    /// A policy wants a person to approve the call first.
+    #[error("approval required: {}", .0.prompt)]
+    ApprovalRequired(Approval),
+    /// The upstream failed, refused or is unreachable (or the client could
+    /// not answer what the upstream asked it).
+    #[error("{}", .0.message)]
+    Upstream(RpcError),
+    /// The method is not one the gateway serves.
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// The audit log cannot be written and the gateway fails closed.
+    #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
+    AuditUnavailable,
+    /// Something the gateway itself got wrong.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The audit outcome: one word, listed in README.md.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::InvalidParams(_) => "invalid-request",
+            Self::Unknown { hidden: false, .. } => "unknown",
+            Self::Unknown { hidden: true, .. } => "hidden",
+            Self::InsufficientScope(_) => "insufficient-scope",
+            Self::Denied { on_result: false, .. } => "denied",
+            Self::Denied { on_result: true, .. } => "result-denied",
+            Self::ApprovalRequired(_) => "approval-required",
+            Self::Upstream(_) => "upstream-error",
+            Self::MethodNotFound(_) => "method-not-found",
+            Self::AuditUnavailable => "audit-unavailable",
+            Self::Internal(_) => "error",
+        }
+    }
+
+    /// The JSON-RPC error the client gets. A hidden item is reported
+    /// exactly as a missing one, so an error never confirms it exists.
+    pub fn to_rpc(&self) -> RpcError {
+        let message = self.to_string();
+        match self {
+            Self::InvalidParams(_) => RpcError::invalid_params(message),
+            Self::Unknown { kind: "resource", name, .. } => {
+                RpcError::invalid_params("Resource not found").with_data(json!({ "uri": name }))
+            }
+            Self::Unknown { .. } => RpcError::invalid_params(message),
+            Self::InsufficientScope(scopes) => {
+                RpcError::new(code::INSUFFICIENT_SCOPE, message).with_data(json!({ "scopes": scopes }))
+            }
+            Self::Denied { rejection, .. } => RpcError::new(code::POLICY_DENIED, message)
+                .with_data(json!({ "plugin": rejection.plugin, "code": rejection.code, "reason": rejection.reason })),
+            Self::ApprovalRequired(approval) => RpcError::new(code::APPROVAL_REQUIRED, message)
+                .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })),
+            Self::Upstream(error) => error.clone(),
+            Self::MethodNotFound(_) => RpcError::new(code::METHOD_NOT_FOUND, message),
+            Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
+            Self::Internal(_) => RpcError::internal(message),
+        }
+    }
+
+    /// The reason recorded in the audit log.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Denied { rejection, .. } => rejection.reason.clone(),
+            Self::ApprovalRequired(approval) => approval.prompt.clone(),
+            other => other.to_string(),
+        }
+    }
+}
