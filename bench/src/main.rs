@@ -171,6 +171,8 @@ fn repo_root() -> PathBuf {
 struct Gateway {
     child: Child,
     addr: SocketAddr,
+    /// The control plane, if the config has `[admin]`.
+    admin: Option<SocketAddr>,
 }
 
 impl Drop for Gateway {
@@ -203,7 +205,7 @@ async fn start_gateway_with(
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, config).expect("write config");
     let mut child = Command::new(warden)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
         .arg(&file)
         .env("WARDEN_LOG", "warn,warden::server=info")
         .stdout(Stdio::null())
@@ -212,19 +214,24 @@ async fn start_gateway_with(
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e} (build it: cargo build --release -p warden)", warden.display()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut admin = None;
     let addr = loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .expect("the gateway starts within 60 s")
             .expect("stderr")
             .expect("the gateway exited early");
-        if let Some(url) = line.split("url=").nth(1).filter(|_| line.contains("serving MCP")) {
+        let url = |what: &str| line.split("url=").nth(1).filter(|_| line.contains(what));
+        if let Some(url) = url("serving admin") {
+            admin = url.trim().trim_start_matches("http://").parse().ok();
+        }
+        if let Some(url) = url("serving MCP") {
             let url = url.trim().trim_start_matches("http://");
             break url.split('/').next().unwrap().parse().expect("address");
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Gateway { child, addr }
+    Gateway { child, addr, admin }
 }
 
 // ---------------------------------------------------------------- load
@@ -362,6 +369,18 @@ async fn drive(
     sample
 }
 
+/// CPU time (user and system, every thread) of process `pid` so far, in
+/// microseconds; from /proc, whose ticks are USER_HZ (100 per second on Linux).
+fn cpu_micros(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line (the 12th and 13th after the name).
+    (ticks(11) + ticks(12)) * 10_000
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
@@ -376,14 +395,24 @@ async fn run(settings: Settings) {
     let chain = repo_root().join("policies/quickstart.toml");
     let full = start_gateway(&settings.warden, upstream, Some(&chain), &dir, "full-chain").await;
     let empty = start_gateway(&settings.warden, upstream, None, &dir, "no-policies").await;
-    let targets: [(&str, SocketAddr, bool); 3] = [
-        ("upstream directly", upstream, false),
-        ("warden, no policies", empty.addr, true),
-        ("warden, quick-start chain (4 policies)", full.addr, true),
+    let audit = |name: &str, fsync: &str| {
+        format!("\n[audit]\nfile = \"{}\"\nfsync = \"{fsync}\"\n", dir.join(name).join("warden.jsonl").display())
+    };
+    let (warden, interval_config, record_config) =
+        (&settings.warden, audit("audit-interval", "interval"), audit("audit-record", "record"));
+    let interval = start_gateway_with(warden, upstream, None, &dir, "audit-interval", &interval_config).await;
+    let record = start_gateway_with(warden, upstream, None, &dir, "audit-record", &record_config).await;
+    let pid = |g: &Gateway| g.child.id();
+    let targets: [(&str, SocketAddr, bool, Option<u32>); 5] = [
+        ("upstream directly", upstream, false, None),
+        ("warden, no policies", empty.addr, true, pid(&empty)),
+        ("warden, no policies, audit (fsync every 1 s)", interval.addr, true, pid(&interval)),
+        ("warden, no policies, audit (fsync per record)", record.addr, true, pid(&record)),
+        ("warden, quick-start chain (4 policies)", full.addr, true, pid(&full)),
     ];
 
     // Warm up every target (connections, caches, plugin slots).
-    for (_, addr, authorize) in &targets {
+    for (_, addr, authorize, _) in &targets {
         let sample = drive(*addr, *authorize, 2, 2, None, 2_000).await;
         assert_eq!(sample.errors, 0, "warm-up failed");
     }
@@ -391,10 +420,16 @@ async fn run(settings: Settings) {
     let (seconds, connections, rate) = (settings.seconds, settings.connections, settings.rate);
     let mut rows: HashMap<&str, Vec<String>> = HashMap::new();
     let mut saturation: HashMap<&str, f64> = HashMap::new();
-    for (name, addr, authorize) in &targets {
+    for (name, addr, authorize, pid) in &targets {
+        let cpu_before = pid.map(cpu_micros);
         let unloaded = drive(*addr, *authorize, 1, seconds, None, 5_000).await;
         let fixed = drive(*addr, *authorize, connections, seconds, Some(rate), rate * seconds).await;
         let saturated = drive(*addr, *authorize, connections, seconds, None, 200_000).await;
+        let requests = unloaded.latencies.len() + fixed.latencies.len() + saturated.latencies.len();
+        let cpu = match (pid, cpu_before) {
+            (Some(pid), Some(before)) => format!("{:.1}", (cpu_micros(*pid) - before) as f64 / requests as f64),
+            _ => "–".to_owned(),
+        };
         let errors = unloaded.errors + fixed.errors + saturated.errors;
         assert_eq!(errors, 0, "{name}: {errors} wrong answers");
         saturation.insert(name, saturated.throughput());
@@ -408,7 +443,8 @@ async fn run(settings: Settings) {
                 format!("{:.0}", saturated.throughput()),
                 ms(saturated.percentile(0.5)),
                 ms(saturated.percentile(0.99)),
-                format!("{}", unloaded.latencies.len() + fixed.latencies.len() + saturated.latencies.len()),
+                format!("{requests}"),
+                cpu,
             ],
         );
     }
@@ -417,13 +453,13 @@ async fn run(settings: Settings) {
         "\n{seconds} s per phase, {connections} connections, fixed rate {rate}/s, ~1 KiB tools/call arguments; every answer checked.\n"
     );
     println!(
-        "| target | unloaded p50 ms | unloaded p99 ms | {rate}/s p50 ms | {rate}/s p99 ms | saturation req/s | × direct | saturation p50 ms | saturation p99 ms | requests |"
+        "| target | unloaded p50 ms | unloaded p99 ms | {rate}/s p50 ms | {rate}/s p99 ms | saturation req/s | × direct | saturation p50 ms | saturation p99 ms | requests | gateway CPU µs/request |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (name, _, _) in &targets {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, _, _, _) in &targets {
         let r = &rows[name];
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
             r[0],
             r[1],
             r[2],
@@ -432,9 +468,10 @@ async fn run(settings: Settings) {
             saturation[name] / direct,
             r[5],
             r[6],
-            r[7]
+            r[7],
+            r[8]
         );
     }
-    drop((full, empty));
+    drop((full, empty, interval, record));
     let _ = std::fs::remove_dir_all(dir);
 }

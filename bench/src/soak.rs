@@ -282,7 +282,7 @@ pub async fn run(warden: &Path, seconds: u64) -> bool {
     // Give the last reload time to go live before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Every reload went live (the file watcher picked each one up).
-    let live = admin_status(addr).await;
+    let live = admin_status(gateway.admin.expect("the soak config has [admin]")).await;
     let swapped = live["reloads"]["succeeded"].as_u64().unwrap_or(0);
     let refused = live["reloads"]["failed"].as_u64().unwrap_or(u64::MAX);
     if swapped < reloads || refused != 0 {

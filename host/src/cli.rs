@@ -46,6 +46,10 @@ enum Command {
         /// Listen here instead of the config's server.listen (e.g. 127.0.0.1:0).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Serve the control plane here instead of the config's admin.listen
+        /// (when the config has an [admin] table).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Serve one client over stdin/stdout; its API key comes from WARDEN_API_KEY.
     Stdio {
@@ -69,8 +73,8 @@ enum Command {
     /// /admin/status; the credential, if any, comes from WARDEN_API_KEY and
     /// needs the config's [admin] role).
     Status {
-        /// The gateway's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
         url: String,
         /// Ask it to reload its chain first (POST /admin/reload).
         #[arg(long)]
@@ -306,7 +310,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. }));
     let outcome = match cli.command {
-        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Serve { config, listen, admin_listen } => serve(&config, listen, admin_listen),
         Command::Stdio { config } => stdio(&config),
         Command::Check(args) => check(&args),
         Command::HashKey { key } => hash_key(key),
@@ -409,10 +413,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
+fn serve(
+    config: &Path,
+    listen: Option<std::net::SocketAddr>,
+    admin_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<u8> {
     let mut config = server::load_config(config)?;
     if let Some(listen) = listen {
         config.server.listen = listen;
+    }
+    if let (Some(admin), Some(listen)) = (config.admin.as_mut(), admin_listen) {
+        admin.listen = listen;
     }
     runtime()?.block_on(async {
         let running = server::start(&config).await?;

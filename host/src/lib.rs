@@ -13,6 +13,7 @@
 //!    and the trust policy that admits them.
 //! 9. [`config`], [`server`], [`cli`]: assembly.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod builtin;

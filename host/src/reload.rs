@@ -30,6 +30,7 @@ use crate::{
     config,
     engine::{Call, Engine, ListRequest, ListedTool, Principal, Target, TargetKind, ToolAnnotations},
     gateway::{Gateway, now_ms},
+    metrics::{Snapshot, by},
     pack::{Pack, Trust},
 };
 
@@ -70,42 +71,30 @@ impl Status {
         })
     }
 
-    /// As Prometheus text (exposition format 0.0.4), for `GET /admin/metrics`.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut metric = |name, kind, help, samples: &[crate::metrics::Sample<'_>]| {
-            crate::metrics::write(&mut out, name, kind, help, samples)
-        };
-        metric(
+    /// The counts, for `GET /admin/metrics`.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut out = Snapshot::default();
+        out.gauge(
             "warden_policy_chain_generation",
-            "gauge",
-            "The live policy chain's version (1 is the one loaded at start-up).",
-            &[("", self.generation)],
+            "The live policy chain's version (1 is the one loaded at start-up)",
+            self.generation,
         );
-        metric(
+        out.gauge(
             "warden_policy_chain_loaded_timestamp_seconds",
-            "gauge",
-            "When the live policy chain went live, in seconds since the epoch.",
-            &[("", self.loaded_at_ms / 1000)],
+            "When the live policy chain went live, in seconds since the epoch",
+            self.loaded_at_ms / 1000,
         );
-        metric(
-            "warden_policy_chain_plugins",
-            "gauge",
-            "Plugins in the live policy chain.",
-            &[("", self.plugins.len() as u64)],
-        );
-        metric(
-            "warden_policy_reloads_total",
-            "counter",
-            "Policy chain reloads since start-up, by outcome (a failed one kept the old chain).",
-            &[("{outcome=\"succeeded\"}", self.reloads), ("{outcome=\"failed\"}", self.failures)],
+        out.gauge("warden_policy_chain_plugins", "Plugins in the live policy chain", self.plugins.len() as u64);
+        out.counter(
+            "warden_policy_reloads",
+            "Policy chain reloads since start-up, by outcome (a failed one kept the old chain)",
+            by("outcome", &[("succeeded", self.reloads), ("failed", self.failures)]),
         );
         if let Some((hits, misses)) = self.compile_cache {
-            metric(
-                "warden_compile_cache_lookups_total",
-                "counter",
-                "Components looked up in the on-disk compile cache since start-up: found, or compiled and stored.",
-                &[("{result=\"hit\"}", hits as u64), ("{result=\"miss\"}", misses as u64)],
+            out.counter(
+                "warden_compile_cache_lookups",
+                "Components looked up in the on-disk compile cache since start-up: found, or compiled and stored",
+                by("result", &[("hit", hits as u64), ("miss", misses as u64)]),
             );
         }
         out

@@ -12,6 +12,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin::Admin,
     audit::Auditor,
     auth::Authenticator,
     chain::Chain,
@@ -93,6 +94,8 @@ pub fn authenticator(config: &GatewayConfig) -> Authenticator {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The control plane's address, if `[admin]` is on.
+    pub admin_addr: Option<SocketAddr>,
     /// The gateway.
     pub gateway: Arc<Gateway>,
     /// Reloads the chain (SIGHUP, the admin endpoint, file changes).
@@ -128,18 +131,34 @@ pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
     if !missing.is_empty() {
         tracing::warn!(?missing, "serving without these upstreams for now; they keep being retried");
     }
-    let admin = config.admin_role.as_ref().map(|role| (role.clone(), reloader.clone()));
-    let state = HttpState::new(
-        Arc::clone(&gateway),
-        authenticator(config),
-        config.server.clone(),
-        config.sessions.clone(),
-        admin,
-    );
+    let auth = authenticator(config);
+    let state = HttpState::new(Arc::clone(&gateway), auth.clone(), config.server.clone(), config.sessions.clone());
     let shutdown = CancellationToken::new();
+    let admin_addr = match &config.admin {
+        Some(settings) => {
+            let listener = TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} ([admin] listen)", settings.listen))?;
+            let addr = listener.local_addr()?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin listener is beyond loopback: keep it off public networks");
+            }
+            let admin = Arc::new(Admin {
+                gateway: Arc::clone(&gateway),
+                auth,
+                role: settings.role.clone(),
+                reloader: reloader.clone(),
+                http: Arc::clone(&state),
+            });
+            tokio::spawn(crate::admin::serve(listener, admin, shutdown.clone()));
+            tracing::info!(url = %format!("http://{addr}"), "serving admin");
+            Some(addr)
+        }
+        None => None,
+    };
     let task = tokio::spawn(http::serve(listener, state, shutdown.clone()));
     tracing::info!(url = %format!("http://{addr}{}", config.server.path), "serving MCP");
-    Ok(Running { addr, gateway, reloader, _built: built, shutdown, task })
+    Ok(Running { addr, admin_addr, gateway, reloader, _built: built, shutdown, task })
 }
 
 /// Read a gateway config, with its chain file checked too.

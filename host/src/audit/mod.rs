@@ -130,6 +130,27 @@ pub struct AuditMetrics {
     pub checkpoints: AtomicU64,
 }
 
+impl AuditMetrics {
+    /// The counters, for `/admin/metrics`.
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        use crate::metrics::one;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = crate::metrics::Snapshot::default();
+        out.counter("warden_audit_records", "Audit records written", one(get(&self.records)));
+        out.counter("warden_audit_bytes", "Bytes written to the audit log", one(get(&self.bytes)));
+        out.counter("warden_audit_write_errors", "Failed audit log writes and flushes", one(get(&self.write_errors)));
+        out.counter("warden_audit_records_lost", "Audit records that could not be written", one(get(&self.lost)));
+        out.counter("warden_audit_fsyncs", "Audit log flushes to disk (fsync)", one(get(&self.fsyncs)));
+        out.counter(
+            "warden_audit_fsync_microseconds",
+            "Total time of audit log flushes to disk, microseconds",
+            one(get(&self.fsync_micros)),
+        );
+        out.counter("warden_audit_checkpoints", "Signed audit checkpoints written", one(get(&self.checkpoints)));
+        out
+    }
+}
+
 /// A job for the writer thread.
 enum Job {
     /// A record's JSON (an object, without `seq` and `prev`), and who waits

@@ -103,6 +103,19 @@ pub enum AuthError {
     InUrl,
 }
 
+impl AuthError {
+    /// One word for the kind of refusal (a metrics label: never the token).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid_key",
+            Self::Token(_) => "invalid_token",
+            Self::InUrl => "in_url",
+        }
+    }
+}
+
 /// This gateway as an OAuth 2.1 resource server.
 #[derive(Debug)]
 pub struct ResourceServer {

@@ -33,8 +33,9 @@
 //! revoked_keys = ["8A2B4C6D8E0F1A2B"]     # key ids refused even if trusted
 //! revoked_packs = ["sha256:…"]           # pack digests refused whoever signed them
 //!
-//! [admin]                       # GET /admin/status, GET /admin/metrics, POST /admin/reload
-//! role = "warden-admin"         # callers with this role may use them (absent: no admin endpoints)
+//! [admin]                       # the control plane, on its own listener
+//! listen = "127.0.0.1:9464"     # /healthz, /readyz, /admin/status, /admin/metrics, POST /admin/reload
+//! role = "warden-admin"         # callers with this role may use /admin/* (absent table: no control plane)
 //!
 //! [naming]
 //! mode = "bare"                 # or "prefix"
@@ -110,6 +111,7 @@ use super::{
     read::Table,
 };
 use crate::{
+    admin::AdminSettings,
     audit::{AuditSettings, Durability, OnError},
     auth::{ApiKey, Principal},
     catalog::{Naming, NamingMode},
@@ -227,8 +229,8 @@ pub struct GatewayConfig {
     pub watch: bool,
     /// Which policy packs may load. Fixed at start-up: reloads cannot change it.
     pub trust: Trust,
-    /// The role that may use the admin endpoints, if they are on.
-    pub admin_role: Option<String>,
+    /// The control plane's listener and role, if it is on.
+    pub admin: Option<AdminSettings>,
     /// Name formation.
     pub naming: Naming,
     /// Wasm engine.
@@ -375,13 +377,23 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => EngineSettings::default(),
     };
 
-    let admin_role = root.table("admin", &mut problems).and_then(|mut t| {
+    let admin = root.table("admin", &mut problems).and_then(|mut t| {
         let role: Option<String> = t.require("role", &mut problems);
         if role.as_deref() == Some("") {
             problems.push(t.path_of("role"), "must not be empty");
         }
+        let listen = match t.get::<String>("listen", &mut problems) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(listen) => Some(listen),
+                Err(e) => {
+                    problems.push(t.path_of("listen"), format!("{text:?} is not an address like 127.0.0.1:9464: {e}"));
+                    None
+                }
+            },
+        };
         t.finish(&mut problems);
-        role.filter(|r| !r.is_empty())
+        Some(AdminSettings { listen: listen?, role: role.filter(|r| !r.is_empty())? })
     });
     let audit = root.table("audit", &mut problems).and_then(|t| audit(t, base, &mut problems));
     let tls_roots = match root.table("tls", &mut problems) {
@@ -464,7 +476,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         chain,
         watch,
         trust,
-        admin_role,
+        admin,
         naming,
         engine,
         api_keys,

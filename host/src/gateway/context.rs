@@ -12,7 +12,10 @@
 //! ordered stage in `Gateway::route` that returns a [`super::GatewayError`]
 //! on refusal and notes what it decided here.
 
-use std::time::{Instant, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use serde_json::Value;
 
@@ -22,6 +25,7 @@ use crate::{
     chain::{Step, StepOutcome},
     engine::{Target, TargetKind},
     mcp::RpcError,
+    metrics::{Metrics, RequestSample},
 };
 
 /// One request on its way through the gateway.
@@ -33,11 +37,19 @@ pub struct RequestContext {
     /// The span it runs in.
     pub span: tracing::Span,
     decision: PendingDecision,
+    metrics: Arc<Metrics>,
 }
 
 impl RequestContext {
     /// Open the context of `caller`'s request for `method`.
-    pub(super) fn open(auditor: Auditor, id: String, caller: &Caller, method: &str, params: &Value) -> Self {
+    pub(super) fn open(
+        auditor: Auditor,
+        metrics: Arc<Metrics>,
+        id: String,
+        caller: &Caller,
+        method: &str,
+        params: &Value,
+    ) -> Self {
         let principal = &caller.principal;
         let trace = caller.trace_id().or_else(|| meta_trace_id(params));
         let span = tracing::info_span!(
@@ -64,7 +76,7 @@ impl RequestContext {
             outcome: "allowed",
             ..Decision::default()
         };
-        Self { id, started: Instant::now(), span, decision: PendingDecision::new(auditor, record) }
+        Self { id, started: Instant::now(), span, decision: PendingDecision::new(auditor, record), metrics }
     }
 
     fn settings(&self) -> Option<&audit::AuditSettings> {
@@ -117,6 +129,7 @@ impl RequestContext {
 
     /// Plugin invocations, in order; a rewrite marks the outcome.
     pub(super) fn steps(&mut self, steps: &[Step]) {
+        self.metrics.steps(steps);
         for step in steps {
             let (verdict, code, reason, fail_open) = match &step.outcome {
                 StepOutcome::Allowed => ("allow", None, None, false),
@@ -149,7 +162,11 @@ impl RequestContext {
             Ok(_) => ("ok", None),
             Err(error) => ("error", Some(error.message.clone())),
         };
-        let micros = since.elapsed().as_micros() as u64;
+        let elapsed = since.elapsed();
+        let micros = elapsed.as_micros() as u64;
+        if let Some(server) = &self.decision.record.server {
+            self.metrics.upstream(server, elapsed, answer.is_err());
+        }
         self.decision.record.upstream = Some(UpstreamRecord { status, error, micros });
     }
 
@@ -179,6 +196,14 @@ impl RequestContext {
             }
             record.result_preview = Some(shown[..end].to_owned());
         }
+        self.metrics.request(&RequestSample {
+            method: &record.method,
+            tenant: record.tenant.as_deref(),
+            server: record.server.as_deref(),
+            target: record.target.as_deref().filter(|_| record.server.is_some()),
+            outcome: record.outcome,
+            elapsed: self.started.elapsed(),
+        });
         tracing::info!(
             target: "warden::audit",
             parent: &span,

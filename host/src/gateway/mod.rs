@@ -34,6 +34,7 @@ use crate::{
     config::identity::ScopeRule,
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     mcp::RpcError,
+    metrics::Metrics,
     upstream::{CallHooks, ClientRequests, NotificationScreen, Upstream, UpstreamEvent, UpstreamSpec},
 };
 pub use context::{RequestContext, trace_id};
@@ -149,6 +150,7 @@ pub struct Gateway {
     next_request: AtomicU64,
     request_prefix: String,
     auditor: Auditor,
+    metrics: Arc<Metrics>,
 }
 
 /// Most `input_required` rounds the gateway answers on a legacy client's behalf.
@@ -182,6 +184,7 @@ impl Gateway {
             next_request: AtomicU64::new(1),
             request_prefix: URL_SAFE_NO_PAD.encode(prefix),
             auditor,
+            metrics: Arc::default(),
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -207,6 +210,9 @@ impl Gateway {
             }
         };
         let Some(up) = self.by_name.get(upstream) else { return };
+        if method.is_none() {
+            self.metrics.upstream_connected(upstream);
+        }
         // An upstream's own announcement is relayed even when the refreshed
         // listing looks the same to the gateway: the client asked to hear what
         // the server says. A reconnect is news only if the listing changed.
@@ -233,15 +239,19 @@ impl Gateway {
     pub async fn wait_ready(&self, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let listed = |u: &Upstream| u.server_info().is_some() && self.catalog.has_offer(u.name());
-            let missing: Vec<String> =
-                self.upstreams.iter().filter(|u| !listed(u)).map(|u| u.name().to_owned()).collect();
-            let waiting = self.upstreams.iter().any(|u| !listed(u) && !u.has_failed());
+            let missing = self.not_ready();
+            let waiting = self.upstreams.iter().any(|u| missing.iter().any(|m| m == u.name()) && !u.has_failed());
             if !waiting || Instant::now() >= deadline {
                 return missing;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The upstreams not listed yet (not connected, or their catalog not read).
+    pub fn not_ready(&self) -> Vec<String> {
+        let listed = |u: &Upstream| u.server_info().is_some() && self.catalog.has_offer(u.name());
+        self.upstreams.iter().filter(|u| !listed(u)).map(|u| u.name().to_owned()).collect()
     }
 
     /// Subscribe to list and resource changes.
@@ -282,6 +292,11 @@ impl Gateway {
         &self.auditor
     }
 
+    /// The request path's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The capabilities the gateway declares to clients.
     pub fn capabilities(&self) -> Value {
         json!({
@@ -314,7 +329,14 @@ impl Gateway {
         if method == "ping" {
             return Ok(json!({}));
         }
-        let mut cx = RequestContext::open(self.auditor.clone(), self.request_id(), caller, method, &params);
+        let mut cx = RequestContext::open(
+            self.auditor.clone(),
+            Arc::clone(&self.metrics),
+            self.request_id(),
+            caller,
+            method,
+            &params,
+        );
         let span = cx.span.clone();
         async move {
             // Failing closed on the audit log comes first: nothing is served
@@ -333,7 +355,14 @@ impl Gateway {
     /// [`Gateway::handle`] (HTTP answers missing scopes with 403 there), and
     /// return the error for it.
     pub async fn refuse(&self, caller: &Caller, method: &str, params: &Value, refusal: GatewayError) -> RpcError {
-        let cx = RequestContext::open(self.auditor.clone(), self.request_id(), caller, method, params);
+        let cx = RequestContext::open(
+            self.auditor.clone(),
+            Arc::clone(&self.metrics),
+            self.request_id(),
+            caller,
+            method,
+            params,
+        );
         cx.close(Err(refusal)).await.err().unwrap_or_else(|| RpcError::internal("refusal lost"))
     }
 

@@ -37,7 +37,6 @@ use super::{
     parked::Parked,
     rpc_error,
 };
-use crate::reload::Reloader;
 use crate::{
     auth::{AuthError, Authenticator},
     config::gateway::{ServerSettings, SessionSettings},
@@ -53,9 +52,6 @@ pub struct HttpState {
     sessions: legacy::Sessions,
     parked: Arc<Parked>,
     server_info: Value,
-    /// The admin role and the chain reloader (if there is a chain), if the
-    /// admin endpoints are on.
-    admin: Option<(String, Option<Arc<Reloader>>)>,
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
 }
@@ -67,7 +63,6 @@ impl HttpState {
         auth: Authenticator,
         settings: ServerSettings,
         sessions: SessionSettings,
-        admin: Option<(String, Option<Arc<Reloader>>)>,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         Arc::new(Self {
@@ -78,9 +73,20 @@ impl HttpState {
             sessions: legacy::Sessions::new(sessions, Arc::clone(&metrics)),
             metrics,
             parked: Arc::default(),
-            admin,
             server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),
         })
+    }
+}
+
+impl HttpState {
+    /// The listener's settings.
+    pub(crate) fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
+    /// The bounds' counters, for the control plane's metrics.
+    pub(crate) fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        self.metrics.snapshot()
     }
 }
 
@@ -202,11 +208,11 @@ async fn housekeeping(state: Arc<HttpState>, shutdown: CancellationToken) {
     }
 }
 
-fn forbidden(message: &str) -> Response<Body> {
+pub(crate) fn forbidden(message: &str) -> Response<Body> {
     rpc_error(StatusCode::FORBIDDEN, Value::Null, &RpcError::new(code::INVALID_REQUEST, message))
 }
 
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn plain(status: StatusCode, message: &str) -> Response<Body> {
     let mut response = rpc_error(status, Value::Null, &RpcError::new(code::INVALID_REQUEST, message));
     if status == StatusCode::METHOD_NOT_ALLOWED {
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
@@ -233,7 +239,10 @@ fn strip_port(authority: &str) -> &str {
 
 /// DNS-rebinding defence: a browser page on a foreign origin, or a request
 /// addressed to a foreign host name, never reaches a loopback gateway.
-fn check_origin_and_host(settings: &ServerSettings, request: &Request<Incoming>) -> Result<(), Response<Body>> {
+pub(crate) fn check_origin_and_host(
+    settings: &ServerSettings,
+    request: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
     let headers = request.headers();
     if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
         let name = strip_port(host);
@@ -277,11 +286,6 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
     if let Some(response) = protected_resource_metadata(state, &request) {
         return response;
     }
-    if path.starts_with("/admin/")
-        && let Some(response) = admin(state, peer, &request).await
-    {
-        return response;
-    }
     if path != state.settings.path {
         return plain(StatusCode::NOT_FOUND, &format!("no MCP endpoint at {path}; it is at {}", state.settings.path));
     }
@@ -293,6 +297,7 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
         q.split('&').any(|pair| pair.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token")))
     });
     if in_url {
+        state.gateway.metrics().auth_failure(AuthError::InUrl.kind());
         return unauthorized(&state.auth, &AuthError::InUrl);
     }
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -300,6 +305,7 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
         Ok(principal) => principal,
         Err(error) => {
             tracing::info!(%peer, %error, "request refused");
+            state.gateway.metrics().auth_failure(error.kind());
             return unauthorized(&state.auth, &error);
         }
     };
@@ -474,7 +480,7 @@ fn unsupported_version(version: &str) -> Response<Body> {
 }
 
 /// 401 (400 for a malformed request, per RFC 6750) with the challenge.
-fn unauthorized(auth: &Authenticator, error: &AuthError) -> Response<Body> {
+pub(crate) fn unauthorized(auth: &Authenticator, error: &AuthError) -> Response<Body> {
     let status = match error {
         AuthError::InUrl => StatusCode::BAD_REQUEST,
         _ => StatusCode::UNAUTHORIZED,
@@ -493,57 +499,6 @@ fn insufficient_scope(challenge: String, id: Value, error: &RpcError) -> Respons
         response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
-}
-
-/// `GET /admin/status` (the live chain and reload counts), `GET
-/// /admin/metrics` (connection, session and refusal counters, and the chain's
-/// counts, for Prometheus) and `POST /admin/reload`, for callers with the
-/// admin role; `None` (404) when the admin endpoints are off.
-async fn admin(state: &HttpState, peer: SocketAddr, request: &Request<Incoming>) -> Option<Response<Body>> {
-    let (role, reloader) = state.admin.as_ref()?;
-    let action = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/admin/status") => "status",
-        (&Method::GET, "/admin/metrics") => "metrics",
-        (&Method::POST, "/admin/reload") => "reload",
-        _ => return None,
-    };
-    if let Err(response) = check_origin_and_host(&state.settings, request) {
-        return Some(response);
-    }
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authenticate(authorization, peer.ip()).await {
-        Ok(principal) => principal,
-        Err(error) => return Some(unauthorized(&state.auth, &error)),
-    };
-    if !principal.roles.contains(role) {
-        tracing::warn!(subject = %principal.subject, action, "admin request without the admin role");
-        return Some(forbidden(&format!("the admin endpoints need the {role:?} role")));
-    }
-    if action == "metrics" {
-        let mut text = state.metrics.to_prometheus();
-        if let Some(reloader) = reloader {
-            text.push_str(&reloader.status().to_prometheus());
-        }
-        return Some(
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(full(text))
-                .expect("a valid response"),
-        );
-    }
-    let Some(reloader) = reloader else {
-        return Some(plain(StatusCode::NOT_FOUND, "there is no policy chain ([policy] chain) to report on or reload"));
-    };
-    Some(match action {
-        "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
-        _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
-            Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
-            Err(error) => {
-                json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "reloaded": false, "error": error }))
-            }
-        },
-    })
 }
 
 /// RFC 9728 metadata, at `/.well-known/oauth-protected-resource` and at that

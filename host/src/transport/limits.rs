@@ -35,7 +35,7 @@ use super::Body;
 use crate::{
     config::gateway::ConnectionLimits,
     mcp::{RpcError, code, jsonrpc},
-    metrics::{self, Sample},
+    metrics::{Snapshot, by, one},
 };
 
 /// Counters of what the bounds refused or ended, for `/admin/metrics`.
@@ -62,68 +62,65 @@ pub(crate) fn count(counter: &AtomicU64) {
 }
 
 impl Metrics {
-    /// The counters in Prometheus' text format.
-    pub(crate) fn to_prometheus(&self) -> String {
+    /// The counters, for `/admin/metrics`.
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name, kind, help, samples: &[Sample<'_>]| metrics::write(&mut out, name, kind, help, samples);
-        metric(
-            "warden_connections_open",
-            "gauge",
-            "Client connections open now.",
-            &[("", get(&self.connections_open))],
+        let mut out = Snapshot::default();
+        out.gauge("warden_connections_open", "Client connections open now", get(&self.connections_open));
+        out.counter(
+            "warden_connections_refused",
+            "Client connections answered 503 and closed, by the limit they hit",
+            by(
+                "limit",
+                &[
+                    ("server.max_connections", get(&self.refused_total)),
+                    ("server.max_connections_per_ip", get(&self.refused_per_ip)),
+                ],
+            ),
         );
-        metric(
-            "warden_connections_refused_total",
-            "counter",
-            "Client connections answered 503 and closed, by the limit they hit.",
-            &[
-                ("{limit=\"server.max_connections\"}", get(&self.refused_total)),
-                ("{limit=\"server.max_connections_per_ip\"}", get(&self.refused_per_ip)),
-            ],
+        out.counter(
+            "warden_connections_timed_out",
+            "Client connections closed by a time bound: a slow request head or body, or idleness",
+            by(
+                "limit",
+                &[
+                    ("server.header_timeout_s", get(&self.header_timeouts)),
+                    ("server.body_timeout_s", get(&self.body_timeouts)),
+                    ("server.keep_alive_s", get(&self.idle_closed)),
+                ],
+            ),
         );
-        metric(
-            "warden_connections_timed_out_total",
-            "counter",
-            "Client connections closed by a time bound: a slow request head or body, or idleness.",
-            &[
-                ("{limit=\"server.header_timeout_s\"}", get(&self.header_timeouts)),
-                ("{limit=\"server.body_timeout_s\"}", get(&self.body_timeouts)),
-                ("{limit=\"server.keep_alive_s\"}", get(&self.idle_closed)),
-            ],
+        out.counter(
+            "warden_requests_refused",
+            "Requests refused for their shape, by the limit they hit",
+            by(
+                "limit",
+                &[("server.max_batch", get(&self.batches_refused)), ("server.max_json_depth", get(&self.too_deep))],
+            ),
         );
-        metric(
-            "warden_requests_refused_total",
-            "counter",
-            "Requests refused for their shape, by the limit they hit.",
-            &[
-                ("{limit=\"server.max_batch\"}", get(&self.batches_refused)),
-                ("{limit=\"server.max_json_depth\"}", get(&self.too_deep)),
-            ],
-        );
-        metric("warden_sessions_open", "gauge", "Legacy-era sessions open now.", &[("", get(&self.sessions_open))]);
-        metric(
-            "warden_sessions_limited_total",
-            "counter",
+        out.gauge("warden_sessions_open", "Legacy-era sessions open now", get(&self.sessions_open));
+        out.counter(
+            "warden_sessions_limited",
             "New sessions refused because the gateway holds sessions.max, and sessions ended because their \
-             identity opened more than sessions.max_per_principal.",
-            &[
-                ("{limit=\"sessions.max\",action=\"refused\"}", get(&self.sessions_refused)),
-                ("{limit=\"sessions.max_per_principal\",action=\"ended_own_oldest\"}", get(&self.sessions_evicted)),
+             identity opened more than sessions.max_per_principal",
+            vec![
+                (vec![("limit", "sessions.max".into()), ("action", "refused".into())], get(&self.sessions_refused)),
+                (
+                    vec![("limit", "sessions.max_per_principal".into()), ("action", "ended_own_oldest".into())],
+                    get(&self.sessions_evicted),
+                ),
             ],
         );
-        metric(
-            "warden_client_requests_refused_total",
-            "counter",
+        out.counter(
+            "warden_client_requests_refused",
             "Upstream requests to a client (sampling, elicitation, roots) refused because \
-             sessions.max_client_requests were already waiting for it.",
-            &[("", get(&self.client_requests_refused))],
+             sessions.max_client_requests were already waiting for it",
+            one(get(&self.client_requests_refused)),
         );
-        metric(
-            "warden_stream_resumes_refused_total",
-            "counter",
-            "Last-Event-ID resumptions refused because the events after it were no longer kept (sessions.replay_kib).",
-            &[("", get(&self.resumes_refused))],
+        out.counter(
+            "warden_stream_resumes_refused",
+            "Last-Event-ID resumptions refused because the events after it were no longer kept (sessions.replay_kib)",
+            one(get(&self.resumes_refused)),
         );
         out
     }

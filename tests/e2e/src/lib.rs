@@ -136,6 +136,8 @@ pub struct Warden {
     child: Child,
     /// `http://127.0.0.1:<port>/mcp`.
     pub url: String,
+    /// `http://127.0.0.1:<port>` of the control plane, if the config has `[admin]`.
+    pub admin_url: Option<String>,
     /// The folder holding its config.
     pub dir: Scratch,
     log: Arc<Mutex<String>>,
@@ -201,7 +203,7 @@ impl Warden {
         let file = dir.path().join("warden.toml");
         std::fs::write(&file, config).unwrap();
         let mut child = Command::new(bin("warden"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
             .arg(&file)
             .env("WARDEN_LOG", "info")
             .envs(env.iter().copied())
@@ -212,11 +214,15 @@ impl Warden {
             .expect("spawn warden");
         let log = Arc::new(Mutex::new(String::new()));
         let (url_tx, url_rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
+                if let Some(url) = line.split("url=").nth(1).filter(|_| line.contains("serving admin")) {
+                    let _ = admin_tx.send(url.trim().to_owned());
+                }
                 if let Some(url) = line.split("url=").nth(1).filter(|_| line.contains("serving MCP")) {
                     let _ = url_tx.send(url.trim().to_owned());
                 }
@@ -235,7 +241,9 @@ impl Warden {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Self { child, url, dir, log, client }
+        // The control plane is up before the MCP listener is announced.
+        let admin_url = admin_rx.try_recv().ok();
+        Self { child, url, admin_url, dir, log, client }
     }
 
     /// Its process id (to send it signals).
@@ -271,9 +279,15 @@ impl Warden {
         self.send_to(&format!("{base}{path_and_query}"), Method::GET, &[], "").await
     }
 
+    /// The URL of a control-plane path (the config must have `[admin]`).
+    pub fn admin(&self, path: &str) -> String {
+        let base = self.admin_url.as_deref().expect("the config has no [admin] table");
+        format!("{base}{path}")
+    }
+
     /// `GET /admin/status` (the config must give its caller the `[admin] role`).
     pub async fn admin_status(&self) -> Value {
-        let reply = self.get("/admin/status").await;
+        let reply = self.send_to(&self.admin("/admin/status"), Method::GET, &[], "").await;
         assert_eq!(reply.status, 200, "{reply:?}");
         serde_json::from_str(&reply.body).unwrap()
     }

@@ -1,7 +1,9 @@
-//! The audit trail through the real gateway and the real CLI: every
-//! refusal path leaves exactly one record with its outcome; `warden audit
-//! verify` reports every kind of tampering with its position; a gateway
-//! killed under load keeps every call it answered, and its log verifies.
+//! The record of decisions through the real gateway and the real CLI: every
+//! refusal path leaves exactly one audit record with its outcome; `warden
+//! audit verify` reports every kind of tampering with its position; a
+//! gateway killed under load keeps every call it answered, and its log
+//! verifies; the metrics count known traffic exactly; and a planted secret
+//! reaches neither the log, the audit record nor the metrics.
 
 use std::{
     path::{Path, PathBuf},
@@ -37,6 +39,11 @@ source = "builtin:chain-detect"
 /// chain-detect, with an audit log durable per record (a record is on disk
 /// when its answer arrives). The chain file lives in `dir`.
 fn start(dir: &Scratch) -> Warden {
+    start_with(dir, "")
+}
+
+/// [`start`], with more config.
+fn start_with(dir: &Scratch, extra: &str) -> Warden {
     let chain = dir.path().join("chain.toml");
     std::fs::write(&chain, CHAIN).unwrap();
     let config = format!(
@@ -70,6 +77,7 @@ name = "demo"
 command = "{{demo}}"
 args = ["--workspace", "{{dir}}/workspace", "--outbox", "{{dir}}/outbox.jsonl"]
 timeout_ms = 1500
+{extra}
 "#,
         chain = chain.display()
     );
@@ -102,7 +110,11 @@ fn stop(warden: &Warden) {
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let sealed = records(&log_file(warden)).last().is_some_and(|r| r["kind"] == "checkpoint" && r["final"] == true);
+        // Sealed, and the seal kept beside the log (written just after it).
+        let kept = std::fs::read_to_string(warden.dir.path().join("audit/warden.checkpoint")).unwrap_or_default();
+        let sealed = records(&log_file(warden))
+            .last()
+            .is_some_and(|r| r["kind"] == "checkpoint" && r["final"] == true && r["note"] == kept.as_str());
         if sealed {
             return;
         }
@@ -407,4 +419,88 @@ async fn a_gateway_killed_under_load_keeps_every_answered_call_and_its_log_verif
         decisions(&file).iter().filter_map(|d| d["arguments"]["query"].as_str().map(str::to_owned)).collect();
     let missing: Vec<&String> = answered.iter().filter(|m| !logged.contains(*m)).collect();
     assert!(missing.is_empty(), "answered but not in the log: {missing:?}");
+}
+
+/// `warden hash-key KEY`.
+fn hash_key(key: &str) -> String {
+    let output = Command::new(bin("warden")).args(["hash-key", key]).output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The value of one sample line of OpenMetrics text.
+fn sample(text: &str, line: &str) -> u64 {
+    let found = text.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("no {line} in:\n{text}"));
+    found.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_and_no_secret_reaches_logs_records_or_metrics() {
+    // A credential that names nobody: if it leaks, grepping finds it.
+    const KEY: &str = "wk_live_7f3a9c1e5b2d4086";
+    const PLANTED: &str = "hunter2-planted-secret";
+    let extra = format!(
+        "\n[admin]\nrole = \"operator\"\n\n[[api_key]]\nsubject = \"ops\"\nroles = [\"operator\"]\nsha256 = \"{}\"\n\n\
+         [[api_key]]\nsubject = \"svc\"\ntenant = \"acme\"\nroles = [\"analyst\"]\nsha256 = \"{}\"\n",
+        hash_key("ops-scrape-key"),
+        hash_key(KEY)
+    );
+    let dir = Scratch::new("audit-metrics");
+    let warden = start_with(&dir, &extra);
+    let session = warden.initialize(KEY, "2025-11-25").await;
+    for id in 1..=3 {
+        let query = json!({"query": "SELECT 1 AS n", "password": PLANTED});
+        let answer = warden.call(KEY, &session, id, "tools/call", tool("query_analytics_db", query)).await;
+        assert!(answer.get("result").is_some(), "{answer}");
+    }
+    for id in 4..=5 {
+        let hidden = warden.call(KEY, &session, id, "tools/call", tool("read_secrets", json!({}))).await;
+        assert_eq!(hidden["error"]["code"], -32602);
+    }
+    for _ in 0..2 {
+        let refused = warden
+            .send(
+                hyper::Method::POST,
+                &[("authorization", "Bearer not-a-key"), ("content-type", "application/json")],
+                "{}",
+            )
+            .await;
+        assert_eq!(refused.status, 401);
+    }
+
+    let metrics = warden
+        .send_to(&warden.admin("/admin/metrics"), hyper::Method::GET, &[("authorization", "Bearer ops-scrape-key")], "")
+        .await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(metrics.header("content-type").is_some_and(|c| c.starts_with("application/openmetrics-text")));
+    let text = &metrics.body;
+    let requests = |target: &str, server: &str, outcome: &str| {
+        sample(
+            text,
+            &format!(
+                "warden_requests_total{{method=\"tools/call\",tenant=\"acme\",server=\"{server}\",target=\"{target}\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(requests("demo/query_analytics_db", "demo", "allowed"), 3);
+    assert_eq!(requests("", "", "hidden"), 2, "a name that routed nowhere never becomes a label");
+    assert_eq!(sample(text, "warden_plugin_verdicts_total{plugin=\"rbac\",hook=\"on-call\",verdict=\"allow\"}"), 3);
+    assert_eq!(sample(text, "warden_plugin_duration_seconds_count{plugin=\"rbac\",hook=\"on-call\"}"), 3);
+    assert_eq!(sample(text, "warden_plugin_fuel_count{plugin=\"chain-detect\",hook=\"on-call\"}"), 3);
+    assert_eq!(sample(text, "warden_upstream_duration_seconds_count{server=\"demo\"}"), 3);
+    assert_eq!(sample(text, "warden_upstream_connections_total{server=\"demo\"}"), 1);
+    assert_eq!(sample(text, "warden_auth_failures_total{reason=\"invalid_key\"}"), 2);
+    assert_eq!(sample(text, "warden_request_duration_seconds_count{method=\"tools/call\"}"), 5);
+    let records = records(&log_file(&warden));
+    assert_eq!(sample(text, "warden_audit_records_total"), records.len() as u64);
+    assert!(sample(text, "warden_audit_checkpoints_total") >= 1);
+    assert_eq!(sample(text, "warden_audit_records_lost_total"), 0);
+
+    // The arguments were recorded, but not the planted password.
+    let audit = std::fs::read_to_string(log_file(&warden)).unwrap();
+    assert!(audit.contains("\"password\":\"[redacted]\""), "{audit}");
+    for (what, haystack) in [("the log", warden.log()), ("the audit log", audit), ("the metrics", text.clone())] {
+        assert!(!haystack.contains(PLANTED), "the planted secret is in {what}");
+        assert!(!haystack.contains(KEY), "the API key is in {what}");
+    }
 }

@@ -256,7 +256,7 @@ async fn a_signed_pack_serves_and_tampering_is_refused_at_reload() {
     let signer = plugin["pack"]["signer"].as_str().unwrap();
     assert!(signer.contains(&key_id(&s.dir.path().join("trusted.pub"))), "{before}");
 
-    let reload_url = warden.url.replace("/mcp", "/admin/reload");
+    let reload_url = warden.admin("/admin/reload");
     for (n, tampering) in tamperings().iter().enumerate() {
         (tampering.apply)(&s, &live);
         let refused = warden.send_to(&reload_url, hyper::Method::POST, &[], "").await;
@@ -282,8 +282,12 @@ async fn a_signed_pack_serves_and_tampering_is_refused_at_reload() {
     }
     let after = warden.admin_status().await;
     assert_eq!(after["reloads"]["failed"].as_u64(), Some(tamperings().len() as u64), "{after}");
-    let metrics = warden.get("/admin/metrics").await;
-    assert_eq!(metrics.header("content-type"), Some("text/plain; version=0.0.4"), "{metrics:?}");
+    let metrics = warden.send_to(&warden.admin("/admin/metrics"), hyper::Method::GET, &[], "").await;
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{metrics:?}"
+    );
     let failed = format!("warden_policy_reloads_total{{outcome=\"failed\"}} {}\n", tamperings().len());
     assert!(metrics.body.contains(&failed), "{}", metrics.body);
     assert!(metrics.body.contains("warden_policy_chain_generation 1\n"), "{}", metrics.body);
@@ -291,7 +295,7 @@ async fn a_signed_pack_serves_and_tampering_is_refused_at_reload() {
     // Without the admin role: refused, and nothing reloads.
     let analyst = [("authorization", "Bearer demo-acme-analyst")];
     for (method, url) in
-        [(hyper::Method::GET, warden.url.replace("/mcp", "/admin/status")), (hyper::Method::POST, reload_url.clone())]
+        [(hyper::Method::GET, warden.admin("/admin/status")), (hyper::Method::POST, reload_url.clone())]
     {
         let refused = warden.send_to(&url, method, &analyst, "").await;
         assert_eq!(refused.status, 403, "{refused:?}");

@@ -193,8 +193,7 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
     // No file watching: only the admin endpoint and SIGHUP reload here.
     let warden = start(dir.path(), false);
     let chain_file = dir.path().join("chain.toml");
-    let reload =
-        || async { warden.send_to(&warden.url.replace("/mcp", "/admin/reload"), hyper::Method::POST, &[], "").await };
+    let reload = || async { warden.send_to(&warden.admin("/admin/reload"), hyper::Method::POST, &[], "").await };
 
     /// A way to break the chain: what, how, and what the refusal must say.
     type Breakage<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
@@ -249,7 +248,7 @@ async fn a_reload_that_fails_at_any_step_keeps_the_old_chain() {
     assert_eq!(live["chain"]["plugins"][1]["sha256"].as_str().map(str::len), Some(64), "{live}");
 
     // `warden status` shows the same, and `--reload` reloads first.
-    let base = warden.url.trim_end_matches("/mcp").to_owned();
+    let base = warden.admin("");
     let output = tokio::process::Command::new(bin("warden"))
         .args(["status", "--reload", "--url", &base])
         .env_remove("WARDEN_API_KEY")

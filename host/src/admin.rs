@@ -1,0 +1,145 @@
+//! The control plane: health, readiness, status, metrics and reload, on a
+//! listener of their own (`[admin] listen`, loopback by default), apart
+//! from the MCP endpoint — so a scraper or an operator never competes with
+//! clients for connections, and the admin surface is never exposed where the
+//! MCP endpoint is.
+//!
+//! - `GET /healthz`: the process serves (no credentials).
+//! - `GET /readyz`: every upstream has been listed (no credentials); 503
+//!   naming those that have not.
+//! - `GET /admin/status`, `GET /admin/metrics`, `POST /admin/reload`: for
+//!   callers holding the admin role.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Authenticator,
+    config::gateway::ServerSettings,
+    gateway::Gateway,
+    metrics::CONTENT_TYPE,
+    reload::Reloader,
+    transport::{
+        Body, full,
+        http::{HttpState, check_origin_and_host, forbidden, plain, unauthorized},
+        json_response,
+    },
+};
+
+/// `[admin]`: where the control plane listens and who may use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Address to bind (default `127.0.0.1:9464`).
+    pub listen: SocketAddr,
+    /// The role a caller needs for `/admin/*`.
+    pub role: String,
+}
+
+/// What the control plane reads and acts on.
+pub struct Admin {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Who callers are.
+    pub auth: Authenticator,
+    /// The admin role.
+    pub role: String,
+    /// The chain reloader, if there is a chain.
+    pub reloader: Option<Arc<Reloader>>,
+    /// The client listener (its counters; its Host and Origin rules).
+    pub http: Arc<HttpState>,
+}
+
+/// Serve the control plane until `shutdown`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let admin = Arc::clone(&admin);
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(handle(&admin, peer, request).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let settings: &ServerSettings = admin.http.settings();
+    if let Err(response) = check_origin_and_host(settings, &request) {
+        return response;
+    }
+    let action = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => return plain(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => {
+            let missing = admin.gateway.not_ready();
+            return match missing.is_empty() {
+                true => plain(StatusCode::OK, "ready"),
+                false => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not listed yet: {}", missing.join(", "))),
+            };
+        }
+        (&Method::GET, "/admin/status") => "status",
+        (&Method::GET, "/admin/metrics") => "metrics",
+        (&Method::POST, "/admin/reload") => "reload",
+        (_, path) => return plain(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
+    };
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let principal = match admin.auth.authenticate(authorization, peer.ip()).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            admin.gateway.metrics().auth_failure(error.kind());
+            return unauthorized(&admin.auth, &error);
+        }
+    };
+    if !principal.roles.contains(&admin.role) {
+        tracing::warn!(subject = %principal.subject, action, "admin request without the admin role");
+        return forbidden(&format!("the admin endpoints need the {:?} role", admin.role));
+    }
+    if action == "metrics" {
+        let mut snapshots = vec![admin.http.metrics_snapshot()];
+        if let Some(reloader) = &admin.reloader {
+            snapshots.push(reloader.status().snapshot());
+        }
+        if let Some(audit) = admin.gateway.auditor().metrics() {
+            snapshots.push(audit.snapshot());
+        }
+        let text = admin.gateway.metrics().render(snapshots);
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(full(text))
+            .expect("a valid response");
+    }
+    let Some(reloader) = &admin.reloader else {
+        return plain(StatusCode::NOT_FOUND, "there is no policy chain ([policy] chain) to report on or reload");
+    };
+    match action {
+        "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
+        _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
+            Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
+            Err(error) => {
+                json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "reloaded": false, "error": error }))
+            }
+        },
+    }
+}
