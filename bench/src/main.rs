@@ -100,6 +100,20 @@ mod soak;
 /// A 2026-07-28 MCP server with one tool, `query_analytics_db`, that echoes
 /// its arguments as text and as one acme row: the reference policies have
 /// real work to do on it, but it costs next to nothing itself.
+/// An OTLP/HTTP receiver that answers every export with 200 and keeps nothing.
+async fn serve_sink(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                let _ = request.into_body().collect().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
 async fn serve_echo(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -402,12 +416,18 @@ async fn run(settings: Settings) {
         (&settings.warden, audit("audit-interval", "interval"), audit("audit-record", "record"));
     let interval = start_gateway_with(warden, upstream, None, &dir, "audit-interval", &interval_config).await;
     let record = start_gateway_with(warden, upstream, None, &dir, "audit-record", &record_config).await;
+    // Traces to a receiver that takes every export and drops it.
+    let collector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("\n[telemetry]\nendpoint = \"http://{}\"\n", collector.local_addr().unwrap());
+    tokio::spawn(serve_sink(collector));
+    let traced = start_gateway_with(warden, upstream, None, &dir, "otlp", &otlp).await;
     let pid = |g: &Gateway| g.child.id();
-    let targets: [(&str, SocketAddr, bool, Option<u32>); 5] = [
+    let targets: [(&str, SocketAddr, bool, Option<u32>); 6] = [
         ("upstream directly", upstream, false, None),
         ("warden, no policies", empty.addr, true, pid(&empty)),
         ("warden, no policies, audit (fsync every 1 s)", interval.addr, true, pid(&interval)),
         ("warden, no policies, audit (fsync per record)", record.addr, true, pid(&record)),
+        ("warden, no policies, OTLP traces on", traced.addr, true, pid(&traced)),
         ("warden, quick-start chain (4 policies)", full.addr, true, pid(&full)),
     ];
 
@@ -472,6 +492,6 @@ async fn run(settings: Settings) {
             r[8]
         );
     }
-    drop((full, empty, interval, record));
+    drop((full, empty, interval, record, traced));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -229,7 +229,7 @@ impl Chain {
     fn run_call(&self, call: &mut Call, steps: &mut Vec<Step>) -> Result<Option<Approval>, Rejection> {
         let mut approval = None;
         for link in self.with_hook(Hook::OnCall) {
-            let _span = tracing::debug_span!("plugin", plugin = link.plugin.name(), hook = "on-call").entered();
+            let _span = link.span(Hook::OnCall).entered();
             let invocation = link.plugin.on_call(&link.config_json, call);
             let Some((verdict, step)) = link.settle(Hook::OnCall, invocation, steps)? else { continue };
             match verdict {
@@ -263,7 +263,7 @@ impl Chain {
 
     fn run_result(&self, call: &Call, mut output: String, steps: &mut Vec<Step>) -> Result<String, Rejection> {
         for link in self.with_hook(Hook::OnResult) {
-            let _span = tracing::debug_span!("plugin", plugin = link.plugin.name(), hook = "on-result").entered();
+            let _span = link.span(Hook::OnResult).entered();
             let invocation = link.plugin.on_result(&link.config_json, call, &output);
             let Some((verdict, step)) = link.settle(Hook::OnResult, invocation, steps)? else { continue };
             match verdict {
@@ -315,7 +315,7 @@ impl Chain {
             if visible.is_empty() {
                 break;
             }
-            let _span = tracing::debug_span!("plugin", plugin = link.plugin.name(), hook = hook.as_str()).entered();
+            let _span = link.span(hook).entered();
             let invocation = invoke(link, &visible);
             let verdicts = match link.settle(hook, invocation, &mut steps) {
                 Ok(Some((verdicts, step))) => {
@@ -359,6 +359,28 @@ struct PendingStep {
     elapsed: Duration,
 }
 
+impl StepOutcome {
+    /// One word: `allow`, `deny`, `rewrite`, `ask`, `list` or `failed`.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            Self::Allowed => "allow",
+            Self::Denied { .. } => "deny",
+            Self::Rewrote { .. } => "rewrite",
+            Self::Asked { .. } => "ask",
+            Self::Listed { .. } => "list",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Note a finished invocation on the plugin's span (the current one).
+fn trace_step(step: &Step) {
+    let span = tracing::Span::current();
+    span.record("warden.plugin.verdict", step.outcome.verdict());
+    // As i64: the OpenTelemetry bridge writes u64 values as strings.
+    span.record("warden.plugin.fuel", step.fuel_used.min(i64::MAX as u64) as i64);
+}
+
 impl PendingStep {
     fn record(self, outcome: StepOutcome, steps: &mut Vec<Step>) {
         steps.push(Step {
@@ -368,10 +390,25 @@ impl PendingStep {
             fuel_used: self.fuel_used,
             elapsed: self.elapsed,
         });
+        trace_step(steps.last().expect("just pushed"));
     }
 }
 
 impl Link {
+    /// The span of one invocation: `policy <plugin> <hook>`, with the
+    /// verdict and fuel noted when it ends.
+    fn span(&self, hook: Hook) -> tracing::Span {
+        let name = self.plugin.name();
+        tracing::info_span!(
+            "plugin",
+            otel.name = %format!("policy {name} {hook}"),
+            warden.plugin.name = name,
+            warden.plugin.hook = hook.as_str(),
+            warden.plugin.verdict = tracing::field::Empty,
+            warden.plugin.fuel = tracing::field::Empty,
+        )
+    }
+
     fn rejection(&self, code: String, reason: String) -> Rejection {
         Rejection { plugin: self.plugin.name().to_owned(), code, reason }
     }
@@ -405,6 +442,7 @@ impl Link {
                     fuel_used: 0,
                     elapsed: Duration::ZERO,
                 });
+                trace_step(steps.last().expect("just pushed"));
                 if self.fail_open { Ok(None) } else { Err(self.rejection(POLICY_FAILED.into(), reason)) }
             }
         }

@@ -21,6 +21,7 @@ use crate::{
     engine::{Engine, EngineSettings, Limits},
     pack::Trust,
     policy_test, server,
+    telemetry::{Telemetry, TelemetrySettings},
 };
 
 /// Exit code for invalid configuration (sysexits' EX_USAGE).
@@ -308,7 +309,11 @@ struct PolicyTestArgs {
 /// Run the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. }));
+    // Serving commands set up logging once their config (and its
+    // [telemetry]) is read.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Stdio { .. }) {
+        let _ = init_tracing(false, None);
+    }
     let outcome = match cli.command {
         Command::Serve { config, listen, admin_listen } => serve(&config, listen, admin_listen),
         Command::Stdio { config } => stdio(&config),
@@ -337,26 +342,39 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr; `WARDEN_LOG` (or `RUST_LOG`) sets the filter, e.g.
 /// `WARDEN_LOG=warden=debug`, and `WARDEN_LOG_FORMAT` the format: `text`
 /// (the default), `json` (one object per line) or `pretty` (multi-line).
-/// Serving logs at info by default.
-fn init_tracing(serving: bool) {
+/// Serving logs at info by default. With `telemetry`, spans are exported
+/// too (Warden's own, at info, whatever the log filter says); the returned
+/// handle flushes them at exit.
+fn init_tracing(serving: bool, telemetry: Option<&TelemetrySettings>) -> anyhow::Result<Option<Telemetry>> {
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let default = if serving { "info" } else { "warn" };
     let filter =
         std::env::var("WARDEN_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| default.to_owned());
+    let (exporter, spans) = match telemetry {
+        Some(settings) => {
+            let (exporter, layer) = Telemetry::start(settings).map_err(anyhow::Error::msg)?;
+            let warden = tracing_subscriber::filter::Targets::new().with_target("warden", tracing::Level::INFO);
+            (Some(exporter), Some(layer.with_filter(warden)))
+        }
+        None => (None, None),
+    };
     let format = std::env::var("WARDEN_LOG_FORMAT").unwrap_or_default();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format.as_str() {
-        "json" => builder.json().flatten_event(true).with_current_span(true).try_init(),
-        "pretty" => builder.pretty().try_init(),
-        "" | "text" => builder.try_init(),
-        other => {
-            let set = builder.try_init();
-            tracing::warn!(format = other, "WARDEN_LOG_FORMAT is not text, json or pretty: using text");
-            set
-        }
+    let logs = match format.as_str() {
+        "json" => logs.json().flatten_event(true).with_current_span(true).boxed(),
+        "pretty" => logs.pretty().boxed(),
+        _ => logs.boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(logs.with_filter(tracing_subscriber::EnvFilter::new(filter)))
+        .try_init();
+    if !matches!(format.as_str(), "" | "text" | "json" | "pretty") {
+        tracing::warn!(format, "WARDEN_LOG_FORMAT is not text, json or pretty: using text");
+    }
+    Ok(exporter)
 }
 
 fn audit(command: AuditCommand) -> anyhow::Result<u8> {
@@ -425,7 +443,8 @@ fn serve(
     if let (Some(admin), Some(listen)) = (config.admin.as_mut(), admin_listen) {
         admin.listen = listen;
     }
-    runtime()?.block_on(async {
+    let telemetry = init_tracing(true, config.telemetry.as_ref())?;
+    let served = runtime()?.block_on(async {
         let running = server::start(&config).await?;
         if let Some(reloader) = running.reloader.clone() {
             tokio::spawn(reload_on_sighup(reloader));
@@ -434,7 +453,11 @@ fn serve(
         tracing::info!("shutting down");
         running.stop().await;
         Ok(0)
-    })
+    });
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    served
 }
 
 /// SIGHUP reloads the policy chain.
@@ -447,7 +470,8 @@ async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) {
 
 fn stdio(config: &Path) -> anyhow::Result<u8> {
     let config = server::load_config(config)?;
-    runtime()?.block_on(async {
+    let telemetry = init_tracing(true, config.telemetry.as_ref())?;
+    let served = runtime()?.block_on(async {
         let auth = server::authenticator(&config);
         let principal = crate::transport::stdio::principal_from_env(&auth).await.map_err(anyhow::Error::msg)?;
         let built = server::build(&config)?;
@@ -462,7 +486,11 @@ fn stdio(config: &Path) -> anyhow::Result<u8> {
         crate::transport::stdio::serve(Arc::clone(&gateway), principal, tokio::io::stdin(), tokio::io::stdout()).await;
         gateway.shutdown().await;
         Ok(0)
-    })
+    });
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    served
 }
 
 /// SIGINT or SIGTERM.

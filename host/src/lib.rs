@@ -29,6 +29,7 @@ pub mod pack;
 pub mod policy_test;
 pub mod reload;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod transport;

@@ -27,7 +27,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::chain::{Step, StepOutcome};
+use crate::chain::Step;
 
 /// The content type of the text [`Metrics::render`] returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -205,14 +205,7 @@ impl Metrics {
             let labels = PluginLabels { plugin: step.plugin.clone(), hook: step.hook.as_str().to_owned() };
             self.plugin_seconds.get_or_create(&labels).observe(step.elapsed.as_secs_f64());
             self.plugin_fuel.get_or_create(&labels).observe(step.fuel_used as f64);
-            let verdict = match step.outcome {
-                StepOutcome::Allowed => "allow",
-                StepOutcome::Denied { .. } => "deny",
-                StepOutcome::Rewrote { .. } => "rewrite",
-                StepOutcome::Asked { .. } => "ask",
-                StepOutcome::Listed { .. } => "list",
-                StepOutcome::Failed { .. } => "failed",
-            };
+            let verdict = step.outcome.verdict();
             let PluginLabels { plugin, hook } = labels;
             self.plugin_verdicts.get_or_create(&VerdictLabels { plugin, hook, verdict: verdict.to_owned() }).inc();
         }

@@ -117,6 +117,7 @@ use crate::{
     catalog::{Naming, NamingMode},
     engine::{CompileCache, EngineSettings},
     pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
+    telemetry::TelemetrySettings,
     upstream::{
         EraChoice, Transport, UpstreamSpec,
         credentials::{Credentials, Secret},
@@ -249,6 +250,8 @@ pub struct GatewayConfig {
     pub tls_roots: Vec<Vec<u8>>,
     /// The audit log, if decisions are recorded.
     pub audit: Option<AuditSettings>,
+    /// Trace export, if on.
+    pub telemetry: Option<TelemetrySettings>,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -396,6 +399,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         Some(AdminSettings { listen: listen?, role: role.filter(|r| !r.is_empty())? })
     });
     let audit = root.table("audit", &mut problems).and_then(|t| audit(t, base, &mut problems));
+    let telemetry = root.table("telemetry", &mut problems).and_then(|t| telemetry(t, &mut problems));
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -486,7 +490,44 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         upstreams,
         tls_roots,
         audit,
+        telemetry,
     })
+}
+
+/// `[telemetry]`: OTLP/HTTP trace export.
+fn telemetry(mut t: Table<'_>, problems: &mut Problems) -> Option<TelemetrySettings> {
+    let mut settings = TelemetrySettings::default();
+    let endpoint: Option<String> = t.require("endpoint", problems);
+    if let Some(endpoint) = &endpoint {
+        if endpoint.starts_with("https://") {
+            problems.push(
+                t.path_of("endpoint"),
+                "https is not supported: export to a collector on this machine or network over http://",
+            );
+        } else if !endpoint.starts_with("http://") {
+            problems.push(t.path_of("endpoint"), format!("{endpoint:?} is not an http:// URL"));
+        }
+        settings.endpoint = endpoint.clone();
+    }
+    match t.get::<String>("protocol", problems).as_deref() {
+        None | Some("http/protobuf") => {}
+        Some(other) => problems.push(t.path_of("protocol"), format!("{other:?}: only \"http/protobuf\" is supported")),
+    }
+    if let Some(ratio) = t.get::<f64>("sampling_ratio", problems) {
+        if !(0.0..=1.0).contains(&ratio) {
+            problems.push(t.path_of("sampling_ratio"), "must be between 0 and 1");
+        }
+        settings.sampling_ratio = ratio;
+    }
+    if let Some(name) = t.get::<String>("service_name", problems) {
+        settings.service_name = name;
+    }
+    let resource: BTreeMap<String, String> = t.get("resource", problems).unwrap_or_default();
+    settings.resource = resource.into_iter().collect();
+    let interval = positive(&mut t, "export_interval_ms", settings.export_interval.as_millis() as u64, problems);
+    settings.export_interval = Duration::from_millis(interval);
+    t.finish(problems);
+    endpoint.map(|_| settings)
 }
 
 /// `[audit]`; paths are relative to the config file's folder.

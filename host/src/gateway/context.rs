@@ -51,14 +51,45 @@ impl RequestContext {
         params: &Value,
     ) -> Self {
         let principal = &caller.principal;
-        let trace = caller.trace_id().or_else(|| meta_trace_id(params));
+        let (traceparent, tracestate) = match &caller.traceparent {
+            Some(traceparent) => (Some(traceparent.clone()), caller.tracestate.clone()),
+            None => meta_trace(params),
+        };
+        let trace = traceparent.as_deref().and_then(trace_id);
+        let named = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str);
+        // Named and attributed by the OpenTelemetry semantic conventions for MCP.
         let span = tracing::info_span!(
             "request",
-            request = %id,
-            method,
-            subject = %principal.subject,
-            trace = trace.as_deref().unwrap_or_default(),
+            otel.name = %named.map_or_else(|| method.to_owned(), |n| format!("{method} {n}")),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            mcp.method.name = method,
+            mcp.session.id = tracing::field::Empty,
+            gen_ai.operation.name = tracing::field::Empty,
+            gen_ai.tool.name = tracing::field::Empty,
+            gen_ai.prompt.name = tracing::field::Empty,
+            mcp.resource.uri = tracing::field::Empty,
+            enduser.id = %principal.subject,
+            warden.request = %id,
+            warden.outcome = tracing::field::Empty,
         );
+        if let Some(session) = &caller.session {
+            span.record("mcp.session.id", session.as_str());
+        }
+        match (method, named) {
+            ("tools/call", Some(tool)) => {
+                span.record("gen_ai.operation.name", "execute_tool");
+                span.record("gen_ai.tool.name", tool);
+            }
+            ("prompts/get", Some(prompt)) => {
+                span.record("gen_ai.prompt.name", prompt);
+            }
+            ("resources/read" | "resources/subscribe", Some(uri)) => {
+                span.record("mcp.resource.uri", uri);
+            }
+            _ => {}
+        }
+        crate::telemetry::adopt(&span, traceparent.as_deref(), tracestate.as_deref());
         let record = Decision {
             kind: "decision",
             time: audit::timestamp(SystemTime::now()),
@@ -131,21 +162,20 @@ impl RequestContext {
     pub(super) fn steps(&mut self, steps: &[Step]) {
         self.metrics.steps(steps);
         for step in steps {
-            let (verdict, code, reason, fail_open) = match &step.outcome {
-                StepOutcome::Allowed => ("allow", None, None, false),
-                StepOutcome::Denied { code, reason } => ("deny", Some(code.clone()), Some(reason.clone()), false),
+            let (code, reason, fail_open) = match &step.outcome {
+                StepOutcome::Allowed | StepOutcome::Listed { .. } => (None, None, false),
+                StepOutcome::Denied { code, reason } => (Some(code.clone()), Some(reason.clone()), false),
                 StepOutcome::Rewrote { note } => {
                     self.decision.record.outcome = "rewritten";
-                    ("rewrite", None, Some(note.clone()), false)
+                    (None, Some(note.clone()), false)
                 }
-                StepOutcome::Asked { prompt } => ("ask", None, Some(prompt.clone()), false),
-                StepOutcome::Listed { .. } => ("list", None, None, false),
-                StepOutcome::Failed { error, fail_open } => ("failed", None, Some(error.to_string()), *fail_open),
+                StepOutcome::Asked { prompt } => (None, Some(prompt.clone()), false),
+                StepOutcome::Failed { error, fail_open } => (None, Some(error.to_string()), *fail_open),
             };
             self.decision.record.steps.push(StepRecord {
                 plugin: step.plugin.clone(),
                 hook: step.hook.as_str(),
-                verdict,
+                verdict: step.outcome.verdict(),
                 code,
                 reason,
                 fail_open,
@@ -204,6 +234,10 @@ impl RequestContext {
             outcome: record.outcome,
             elapsed: self.started.elapsed(),
         });
+        span.record("warden.outcome", record.outcome);
+        if matches!(record.outcome, "upstream-error" | "error" | "audit-unavailable") {
+            span.record("otel.status_code", "ERROR");
+        }
         tracing::info!(
             target: "warden::audit",
             parent: &span,
@@ -232,7 +266,9 @@ pub fn trace_id(traceparent: &str) -> Option<String> {
     valid.then(|| trace.to_ascii_lowercase())
 }
 
-/// A `traceparent` a client put in the request's `_meta`.
-fn meta_trace_id(params: &Value) -> Option<String> {
-    crate::mcp::request_meta(params)?.get("traceparent")?.as_str().and_then(trace_id)
+/// The `traceparent` and `tracestate` a client put in the request's `_meta`.
+fn meta_trace(params: &Value) -> (Option<String>, Option<String>) {
+    let meta = crate::mcp::request_meta(params);
+    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_owned);
+    (field("traceparent"), field("tracestate"))
 }

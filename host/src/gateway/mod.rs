@@ -91,15 +91,25 @@ pub struct Caller {
     pub modern: bool,
     /// `http` or `stdio`, for the audit record.
     pub transport: &'static str,
-    /// The W3C `traceparent` the client sent with the request, if any.
+    /// The W3C `traceparent` the client sent with the request (HTTP header), if any.
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with it.
+    pub tracestate: Option<String>,
 }
 
 impl Caller {
     /// A caller with no session and nothing to relay to: what a transport
     /// knows before it reaches its era's handling.
     pub fn bare(principal: Arc<Principal>, transport: &'static str, modern: bool) -> Self {
-        Self { principal, session: None, hooks: CallHooks::default(), modern, transport, traceparent: None }
+        Self {
+            principal,
+            session: None,
+            hooks: CallHooks::default(),
+            modern,
+            transport,
+            traceparent: None,
+            tracestate: None,
+        }
     }
 
     /// The trace id of the client's `traceparent`, if valid.
@@ -583,11 +593,14 @@ impl Gateway {
         };
         // Route: only tools this principal may see exist for it.
         let snapshot = self.catalog.snapshot();
-        let entry = self.visible_tool(&caller.principal, &snapshot, exposed).ok_or_else(|| GatewayError::Unknown {
-            kind: "tool",
-            name: exposed.to_owned(),
-            hidden: snapshot.tool(exposed).is_some(),
-        })?;
+        let routed = tracing::info_span!("route", otel.name = "route").in_scope(|| {
+            self.visible_tool(&caller.principal, &snapshot, exposed).ok_or_else(|| GatewayError::Unknown {
+                kind: "tool",
+                name: exposed.to_owned(),
+                hidden: snapshot.tool(exposed).is_some(),
+            })
+        });
+        let entry = routed?;
         let missing = self.missing_scopes(&caller.principal, &entry.upstream, &entry.name);
         if !missing.is_empty() {
             return Err(GatewayError::InsufficientScope(missing));
@@ -715,8 +728,21 @@ impl Gateway {
                 caller.hooks.param_headers.push((format!("{}{}", crate::mcp::header::PARAM_PREFIX, suffix), value));
             }
         }
+        // The upstream call is a client span; its context goes on to the
+        // upstream, in `_meta` (every upstream) and as headers (HTTP ones).
+        let span = tracing::info_span!(
+            "upstream",
+            otel.name = %format!("{method} {}", call.target.name),
+            otel.kind = "client",
+            mcp.method.name = method,
+            warden.upstream = %call.target.server,
+        );
+        caller.hooks.trace_headers = crate::telemetry::propagation(&span);
+        for (key, value) in &caller.hooks.trace_headers {
+            crate::mcp::set_meta(&mut params, key, json!(value));
+        }
         let sent = Instant::now();
-        let answer = self.dispatch(upstream, method, params, &caller).await;
+        let answer = self.dispatch(upstream, method, params, &caller).instrument(span).await;
         cx.upstream(&answer, sent);
         let result = answer.map_err(GatewayError::Upstream)?;
 

@@ -270,6 +270,11 @@ pub(crate) fn traceparent(headers: &hyper::HeaderMap) -> Option<String> {
     headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// The W3C `tracestate` header of a request, if any.
+pub(crate) fn tracestate(headers: &hyper::HeaderMap) -> Option<String> {
+    headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 fn accepts(request: &Request<Incoming>, wanted: &[&str]) -> bool {
     let accept =
         request.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
@@ -422,6 +427,7 @@ pub(crate) async fn handle(state: &HttpState, peer: SocketAddr, request: Request
                 let modern = era == Some(Some(mcp::Era::Modern));
                 let mut caller = Caller::bare(Arc::clone(&principal), "http", modern);
                 caller.traceparent = traceparent(&headers);
+                caller.tracestate = tracestate(&headers);
                 let challenge = state.auth.scope_challenge(&missing);
                 let refusal = GatewayError::InsufficientScope(missing);
                 let error = state.gateway.refuse(&caller, "tools/call", params, refusal).await;

@@ -453,11 +453,13 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
             client_capabilities: session.client_capabilities.clone(),
             log_level: session.log_level.lock().unwrap().clone(),
             param_headers: Vec::new(),
+            trace_headers: Vec::new(),
             screen: None,
         },
         modern: false,
         transport: "http",
         traceparent: super::http::traceparent(cx.headers),
+        tracestate: super::http::tracestate(cx.headers),
     };
     match method.as_str() {
         "resources/subscribe" | "resources/unsubscribe" => {
@@ -525,6 +527,7 @@ async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
         modern: false,
         transport: "http",
         traceparent: super::http::traceparent(cx.headers),
+        tracestate: super::http::tracestate(cx.headers),
     };
     let mut answers = Vec::new();
     for value in batch {

@@ -155,11 +155,13 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                     client_capabilities: capabilities.clone(),
                     log_level: None,
                     param_headers: forwarded_params,
+                    trace_headers: Vec::new(),
                     screen: None,
                 },
                 modern: true,
                 transport: "http",
                 traceparent: super::http::traceparent(cx.headers),
+                tracestate: super::http::tracestate(cx.headers),
             };
             let gateway = Arc::clone(cx.gateway);
             let server_info = cx.server_info.clone();

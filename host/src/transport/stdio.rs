@@ -201,11 +201,13 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                     client_capabilities: connection.client_capabilities.lock().unwrap().clone(),
                     log_level: connection.log_level.lock().unwrap().clone(),
                     param_headers: Vec::new(),
+                    trace_headers: Vec::new(),
                     screen: None,
                 },
                 modern,
                 transport: "stdio",
                 traceparent: None,
+                tracestate: None,
             };
             let (abort, registration) = AbortHandle::new_pair();
             let request_key = key(&id);

@@ -373,6 +373,9 @@ impl HttpLink {
             }
             Conn::Legacy { .. } => mcp::strip_modern_meta(&mut params),
         }
+        if let Some(hooks) = hooks {
+            param_headers.extend(hooks.trace_headers.iter().cloned());
+        }
         let body = jsonrpc::request(json!(id), method, params);
         headers.extend(param_headers.iter().map(|(name, value)| (name.as_str(), value.clone())));
         let response = self.post(body, &headers, Some(conn)).await?;

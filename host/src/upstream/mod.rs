@@ -102,6 +102,8 @@ pub struct CallHooks {
     /// `Mcp-Param-*` headers for a 2026-07-28 upstream, computed from the
     /// arguments as the upstream will receive them.
     pub param_headers: Vec<(String, String)>,
+    /// W3C trace context (`traceparent`, `tracestate`) for HTTP upstreams.
+    pub trace_headers: Vec<(String, String)>,
 }
 
 impl CallHooks {
