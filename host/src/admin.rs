@@ -20,12 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
-    config::gateway::ServerSettings,
     gateway::Gateway,
     metrics::CONTENT_TYPE,
     reload::Reloader,
     transport::{
-        Body, full,
+        Body, ServerSettings, full,
         http::{HttpState, check_origin_and_host, forbidden, plain, unauthorized},
         json_response,
     },

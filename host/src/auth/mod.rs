@@ -116,6 +116,35 @@ impl AuthError {
     }
 }
 
+/// One `[[required_scopes]]` rule.
+#[derive(Clone, Debug)]
+pub struct ScopeRule {
+    /// The patterns as written.
+    pub tools: Vec<String>,
+    matchers: Vec<globset::GlobMatcher>,
+    /// Scopes a caller must hold.
+    pub scopes: Vec<String>,
+}
+
+impl PartialEq for ScopeRule {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.tools, &self.scopes) == (&other.tools, &other.scopes)
+    }
+}
+
+impl ScopeRule {
+    /// A rule for the tools `matchers` match (written as `tools`).
+    pub fn new(tools: Vec<String>, matchers: Vec<globset::GlobMatcher>, scopes: Vec<String>) -> Self {
+        Self { tools, matchers, scopes }
+    }
+
+    /// Whether the rule covers `upstream/tool`.
+    pub fn covers(&self, upstream: &str, tool: &str) -> bool {
+        let name = format!("{upstream}/{tool}");
+        self.matchers.iter().any(|m| m.is_match(&name))
+    }
+}
+
 /// This gateway as an OAuth 2.1 resource server.
 #[derive(Debug)]
 pub struct ResourceServer {

@@ -26,12 +26,12 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use globset::{Glob, GlobMatcher};
+use globset::Glob;
 use jsonwebtoken::{Algorithm, jwk::Jwk};
 
 use super::{Problems, read::Table};
 use crate::auth::{
-    ResourceServer,
+    ResourceServer, ScopeRule,
     jwks::{self, Jwks},
     jwt::{self, ClaimPaths, Issuer},
 };
@@ -105,30 +105,6 @@ impl OAuthConfig {
             leeway_s: self.leeway_s,
             issuers,
         })
-    }
-}
-
-/// One `[[required_scopes]]` rule.
-#[derive(Clone, Debug)]
-pub struct ScopeRule {
-    /// The patterns as written.
-    pub tools: Vec<String>,
-    matchers: Vec<GlobMatcher>,
-    /// Scopes a caller must hold.
-    pub scopes: Vec<String>,
-}
-
-impl PartialEq for ScopeRule {
-    fn eq(&self, other: &Self) -> bool {
-        (&self.tools, &self.scopes) == (&other.tools, &other.scopes)
-    }
-}
-
-impl ScopeRule {
-    /// Whether the rule covers `upstream/tool`.
-    pub fn covers(&self, upstream: &str, tool: &str) -> bool {
-        let name = format!("{upstream}/{tool}");
-        self.matchers.iter().any(|m| m.is_match(&name))
     }
 }
 
@@ -245,7 +221,7 @@ pub(super) fn required_scopes(root: &mut Table<'_>, problems: &mut Problems) -> 
             }
         }
         t.finish(problems);
-        rules.push(ScopeRule { tools, matchers, scopes });
+        rules.push(ScopeRule::new(tools, matchers, scopes));
     }
     rules
 }

@@ -28,10 +28,9 @@ use tracing::Instrument as _;
 
 use crate::{
     audit::Auditor,
-    auth::Principal,
+    auth::{Principal, ScopeRule},
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
-    config::identity::ScopeRule,
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     mcp::RpcError,
     metrics::Metrics,

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Body, full, json_response, legacy,
+    Body, ServerSettings, SessionSettings, full, json_response, legacy,
     limits::{self, Activity, Admission, Expired, Metrics, Tracked, Watched, count},
     modern,
     parked::Parked,
@@ -39,7 +39,6 @@ use super::{
 };
 use crate::{
     auth::{AuthError, Authenticator},
-    config::gateway::{ServerSettings, SessionSettings},
     gateway::{Caller, Gateway, GatewayError},
     mcp::{self, RpcError, code, header as h},
 };

@@ -22,13 +22,12 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Body, Exchange, Stream, StreamPolicy, empty, json_response,
+    Body, Exchange, SessionSettings, Stream, StreamPolicy, empty, json_response,
     limits::{self, Metrics, count},
     respond, rpc_error,
 };
 use crate::{
     auth::Principal,
-    config::gateway::SessionSettings,
     gateway::{Caller, Change, Gateway},
     mcp::{self, Message, RpcError, code, header as h, jsonrpc},
     upstream::{CallHooks, ClientRequests},

@@ -31,9 +31,8 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::Body;
+use super::{Body, ConnectionLimits};
 use crate::{
-    config::gateway::ConnectionLimits,
     mcp::{RpcError, code, jsonrpc},
     metrics::{Snapshot, by, one},
 };

@@ -15,6 +15,7 @@ mod legacy;
 mod limits;
 mod modern;
 mod parked;
+mod settings;
 pub mod stdio;
 mod stream;
 
@@ -27,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::mcp::{RpcError, jsonrpc};
+pub use settings::{ConnectionLimits, ServerSettings, SessionSettings};
 pub use stream::Stream;
 
 /// Response bodies: a whole JSON document, or an event stream.
