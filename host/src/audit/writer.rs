@@ -53,6 +53,8 @@ pub(super) struct Writer {
     /// Records that could not be written since writing last worked, and why.
     lost: u64,
     lost_error: String,
+    /// When the last write failed (a retry waits [`RETRY`] after it).
+    failed_at: Instant,
     healthy: Arc<AtomicBool>,
     metrics: Arc<AuditMetrics>,
     /// Writes that fail on purpose (tests of the failure path).
@@ -129,6 +131,7 @@ impl Writer {
             last_fsync: now,
             lost: 0,
             lost_error: String::new(),
+            failed_at: now,
             healthy,
             metrics,
             #[cfg(test)]
@@ -182,7 +185,7 @@ impl Writer {
                 stop = take(job);
                 taken += 1;
             }
-            if !records.is_empty() || (self.lost > 0 && self.last_fsync.elapsed() >= RETRY) {
+            if !records.is_empty() || (self.lost > 0 && self.failed_at.elapsed() >= RETRY) {
                 let durable = self.settings.durability == Durability::Record;
                 let ok = self.write(records, durable && !acks.is_empty());
                 for ack in acks {
@@ -298,8 +301,7 @@ impl Writer {
                 self.metrics.lost.fetch_add(count, Ordering::Relaxed);
                 self.metrics.write_errors.fetch_add(1, Ordering::Relaxed);
                 self.healthy.store(false, Ordering::Relaxed);
-                // Retry in a second, not on every wake-up.
-                self.last_fsync = Instant::now();
+                self.failed_at = Instant::now();
                 false
             }
         }

@@ -259,7 +259,7 @@ impl RequestContext {
 }
 
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn trace_id(traceparent: &str) -> Option<String> {
+fn trace_id(traceparent: &str) -> Option<String> {
     let mut parts = traceparent.trim().split('-');
     let (_version, trace) = (parts.next()?, parts.next()?);
     let valid = trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32);

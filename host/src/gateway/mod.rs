@@ -36,7 +36,7 @@ use crate::{
     metrics::Metrics,
     upstream::{CallHooks, ClientRequests, NotificationScreen, Upstream, UpstreamEvent, UpstreamSpec},
 };
-pub use context::{RequestContext, trace_id};
+pub use context::RequestContext;
 pub use error::GatewayError;
 pub use history::History;
 
@@ -109,11 +109,6 @@ impl Caller {
             traceparent: None,
             tracestate: None,
         }
-    }
-
-    /// The trace id of the client's `traceparent`, if valid.
-    pub fn trace_id(&self) -> Option<String> {
-        self.traceparent.as_deref().and_then(trace_id)
     }
 
     fn history_key(&self) -> String {
@@ -691,16 +686,7 @@ impl Gateway {
     ) -> Result<Value, GatewayError> {
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
-        let live = self.chain.load_full();
-        cx.target(&target);
-        cx.arguments(&arguments);
-        cx.chain(&live);
-        let mut call = self.call_record(caller, cx.id.clone(), target, &arguments);
-
-        let decision = live.chain.on_call(&mut call);
-        cx.steps(&decision.steps);
-        let rewrote = decision.rewrote();
-        refusal(decision.outcome)?;
+        let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments)?;
         if rewrote {
             cx.forwarded(&call.arguments);
             if !arguments_key.is_empty() {
@@ -774,17 +760,34 @@ impl Gateway {
         target: Target,
         arguments: Value,
     ) -> Result<(), GatewayError> {
-        let live = self.chain.load_full();
-        cx.target(&target);
-        cx.arguments(&arguments);
-        cx.chain(&live);
-        let mut call = self.call_record(caller, cx.id.clone(), target, &arguments);
-        let decision = live.chain.on_call(&mut call);
-        cx.steps(&decision.steps);
-        if decision.rewrote() {
+        let (_, _, rewrote) = self.decide_call(cx, caller, target, &arguments)?;
+        if rewrote {
             cx.outcome("rewrite-ignored");
         }
-        refusal(decision.outcome)
+        Ok(())
+    }
+
+    /// Run on-call over a routed request on the live chain, noting target,
+    /// arguments, chain and steps on the context. Returns the chain snapshot,
+    /// the call as the chain left it, and whether a plugin rewrote the
+    /// arguments; or the refusal.
+    fn decide_call(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        target: Target,
+        arguments: &Value,
+    ) -> Result<(Arc<LiveChain>, Call, bool), GatewayError> {
+        let live = self.chain.load_full();
+        cx.target(&target);
+        cx.arguments(arguments);
+        cx.chain(&live);
+        let mut call = self.call_record(caller, cx.id.clone(), target, arguments);
+        let decision = live.chain.on_call(&mut call);
+        cx.steps(&decision.steps);
+        let rewrote = decision.rewrote();
+        refusal(decision.outcome)?;
+        Ok((live, call, rewrote))
     }
 
     /// What the chain's on-call and on-result see of a request.
