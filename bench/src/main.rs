@@ -182,6 +182,32 @@ fn repo_root() -> PathBuf {
 }
 
 /// A gateway process in front of the echo upstream.
+/// A `redis-server` on a free loopback port (from the Debian package;
+/// `cargo xtask bench` installs it), nothing persisted.
+struct Redis {
+    _child: Child,
+    addr: SocketAddr,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server: {e} (install it: apt-get install redis-server)"));
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Self { _child: child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on {addr}");
+    }
+}
+
 struct Gateway {
     child: Child,
     addr: SocketAddr,
@@ -421,13 +447,23 @@ async fn run(settings: Settings) {
     let otlp = format!("\n[telemetry]\nendpoint = \"http://{}\"\n", collector.local_addr().unwrap());
     tokio::spawn(serve_sink(collector));
     let traced = start_gateway_with(warden, upstream, None, &dir, "otlp", &otlp).await;
+    // A rate limit and a quota that every call passes (so every call pays
+    // for the check and none is refused), counted in memory and in Redis.
+    let limits = "\n[[limit]]\nname = \"bench\"\nrate = \"1000000/s\"\n\n\
+                  [[quota]]\nname = \"bench-daily\"\ncalls = 1000000000\nper = \"day\"\n";
+    let limited = start_gateway_with(warden, upstream, None, &dir, "limits-memory", limits).await;
+    let redis = Redis::start().await;
+    let shared = format!("\n[state]\nredis = \"redis://{}\"\n{limits}", redis.addr);
+    let limited_redis = start_gateway_with(warden, upstream, None, &dir, "limits-redis", &shared).await;
     let pid = |g: &Gateway| g.child.id();
-    let targets: [(&str, SocketAddr, bool, Option<u32>); 6] = [
+    let targets: [(&str, SocketAddr, bool, Option<u32>); 8] = [
         ("upstream directly", upstream, false, None),
         ("warden, no policies", empty.addr, true, pid(&empty)),
         ("warden, no policies, audit (fsync every 1 s)", interval.addr, true, pid(&interval)),
         ("warden, no policies, audit (fsync per record)", record.addr, true, pid(&record)),
         ("warden, no policies, OTLP traces on", traced.addr, true, pid(&traced)),
+        ("warden, no policies, limit + quota in memory", limited.addr, true, pid(&limited)),
+        ("warden, no policies, limit + quota on Redis", limited_redis.addr, true, pid(&limited_redis)),
         ("warden, quick-start chain (4 policies)", full.addr, true, pid(&full)),
     ];
 

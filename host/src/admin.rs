@@ -7,8 +7,9 @@
 //! - `GET /healthz`: the process serves (no credentials).
 //! - `GET /readyz`: every upstream has been listed (no credentials); 503
 //!   naming those that have not.
-//! - `GET /admin/status`, `GET /admin/metrics`, `POST /admin/reload`: for
-//!   callers holding the admin role.
+//! - `GET /admin/status`, `GET /admin/metrics`, `GET /admin/usage`,
+//!   `POST /admin/reload` (limits and chain): for callers holding the admin
+//!   role.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -100,6 +101,7 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         (&Method::GET, "/admin/status") => "status",
         (&Method::GET, "/admin/metrics") => "metrics",
         (&Method::POST, "/admin/reload") => "reload",
+        (&Method::GET, "/admin/usage") => "usage",
         (_, path) => return plain(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
     };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -129,16 +131,60 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
             .body(full(text))
             .expect("a valid response");
     }
-    let Some(reloader) = &admin.reloader else {
-        return plain(StatusCode::NOT_FOUND, "there is no policy chain ([policy] chain) to report on or reload");
-    };
     match action {
-        "status" => json_response(StatusCode::OK, &reloader.status().to_json()),
-        _ => match reloader.reload(&format!("admin request by {}", principal.subject)).await {
-            Ok(generation) => json_response(StatusCode::OK, &json!({ "reloaded": true, "generation": generation })),
+        "status" => {
+            let mut status = admin.reloader.as_ref().map(|r| r.status().to_json()).unwrap_or_else(|| json!({}));
+            status["limits"] = admin.gateway.limiter().describe();
+            json_response(StatusCode::OK, &status)
+        }
+        "usage" => usage(admin, request.uri().query().unwrap_or_default()).await,
+        _ => reload(admin, &format!("admin request by {}", principal.subject)).await,
+    }
+}
+
+/// `POST /admin/reload`: the limits from the config file, then the chain.
+/// Each is kept as it was if its new version is refused; 422 if either was.
+async fn reload(admin: &Admin, trigger: &str) -> Response<Body> {
+    let mut answer = json!({ "reloaded": true });
+    match admin.gateway.limiter().reload(trigger) {
+        Ok(counts) => answer["limits"] = counts,
+        Err(error) => {
+            answer["reloaded"] = json!(false);
+            answer["limits_error"] = json!(error);
+        }
+    }
+    if let Some(reloader) = &admin.reloader {
+        match reloader.reload(trigger).await {
+            Ok(generation) => answer["generation"] = json!(generation),
             Err(error) => {
-                json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "reloaded": false, "error": error }))
+                answer["reloaded"] = json!(false);
+                answer["error"] = json!(error);
             }
-        },
+        }
+    }
+    let status = if answer["reloaded"] == json!(true) { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    json_response(status, &answer)
+}
+
+/// `GET /admin/usage?since=24h&tenant=acme`: chargeback counts from the
+/// state store (with Redis, every replica's), by tenant and upstream.
+async fn usage(admin: &Admin, query: &str) -> Response<Body> {
+    let mut since = std::time::Duration::from_secs(24 * 3600);
+    let mut tenant = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "since" => match humantime::parse_duration(&value) {
+                Ok(d) => since = d,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("since={value}: {e} (give an age like 24h)")),
+            },
+            "tenant" => tenant = Some(value),
+            _ => return plain(StatusCode::BAD_REQUEST, &format!("unknown parameter {key:?} (since, tenant)")),
+        }
+    }
+    let since_hour = (crate::state::now_us() / 1_000_000).saturating_sub(since.as_secs()) / 3600;
+    match admin.gateway.usage().report(since_hour, tenant.as_deref()).await {
+        Ok(report) => json_response(StatusCode::OK, &report),
+        Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &error),
     }
 }

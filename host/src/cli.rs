@@ -81,6 +81,23 @@ enum Command {
         #[arg(long)]
         reload: bool,
     },
+    /// Chargeback: calls, refusals and upstream time per tenant and upstream
+    /// (GET /admin/usage; with [state] redis, every replica's together). The
+    /// credential, if any, comes from WARDEN_API_KEY.
+    Usage {
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// How far back, as an age (counts are kept by hour).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the JSON the gateway answered instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build, sign and verify policy packs.
     Pack {
         #[command(subcommand)]
@@ -322,6 +339,7 @@ pub fn main() -> ExitCode {
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
         Command::Token { command } => token(command),
         Command::Status { url, reload } => status(&url, reload),
+        Command::Usage { url, since, tenant, json } => usage(&url, &since, tenant.as_deref(), json),
         Command::Pack { command } => pack(command),
         Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
         Command::Audit { command } => audit(command),
@@ -446,9 +464,7 @@ fn serve(
     let telemetry = init_tracing(true, config.telemetry.as_ref())?;
     let served = runtime()?.block_on(async {
         let running = server::start(&config).await?;
-        if let Some(reloader) = running.reloader.clone() {
-            tokio::spawn(reload_on_sighup(reloader));
-        }
+        tokio::spawn(reload_on_sighup(Arc::clone(&running.gateway), running.reloader.clone()));
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
@@ -460,11 +476,14 @@ fn serve(
     served
 }
 
-/// SIGHUP reloads the policy chain.
-async fn reload_on_sighup(reloader: Arc<crate::reload::Reloader>) {
+/// SIGHUP reloads the limits (from the config file) and the policy chain.
+async fn reload_on_sighup(gateway: Arc<crate::gateway::Gateway>, reloader: Option<Arc<crate::reload::Reloader>>) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hangup.recv().await.is_some() {
-        let _ = reloader.reload("SIGHUP").await;
+        let _ = gateway.limiter().reload("SIGHUP");
+        if let Some(reloader) = &reloader {
+            let _ = reloader.reload("SIGHUP").await;
+        }
     }
 }
 
@@ -474,10 +493,8 @@ fn stdio(config: &Path) -> anyhow::Result<u8> {
     let served = runtime()?.block_on(async {
         let auth = server::authenticator(&config);
         let principal = crate::transport::stdio::principal_from_env(&auth).await.map_err(anyhow::Error::msg)?;
-        let built = server::build(&config)?;
-        if let Some(reloader) = built.reloader.clone() {
-            tokio::spawn(reload_on_sighup(reloader));
-        }
+        let built = server::build(&config).await?;
+        tokio::spawn(reload_on_sighup(Arc::clone(&built.gateway), built.reloader.clone()));
         let gateway = Arc::clone(&built.gateway);
         let missing = gateway.wait_ready(Duration::from_secs(30)).await;
         if !missing.is_empty() {
@@ -503,8 +520,6 @@ async fn shutdown_signal() {
 }
 
 fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
-    // Without a credential the gateway may still serve a loopback anonymous principal.
-    let key = std::env::var("WARDEN_API_KEY").ok();
     let base = url.trim_end_matches('/');
     runtime()?.block_on(async {
         let mut ok = true;
@@ -514,17 +529,7 @@ fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
         }
         requests.push((hyper::Method::GET, format!("{base}/admin/status")));
         for (method, target) in requests {
-            let mut request = hyper::Request::builder().method(method).uri(&target);
-            if let Some(key) = &key {
-                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
-            }
-            let request = request.body(http_body_util::Full::new(bytes::Bytes::new()))?;
-            let response = crate::upstream::http::http_client()
-                .request(request)
-                .await
-                .with_context(|| format!("cannot reach {target}"))?;
-            let status = response.status();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+            let (status, body) = admin_request(method, &target).await?;
             let text = match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(json) => serde_json::to_string_pretty(&json)?,
                 Err(_) => String::from_utf8_lossy(&body).into_owned(),
@@ -537,6 +542,59 @@ fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
         }
         Ok(if ok { 0 } else { EXIT_ERROR })
     })
+}
+
+/// One request to the control plane, with WARDEN_API_KEY as the credential
+/// if set (without one the gateway may still serve a loopback anonymous
+/// principal).
+async fn admin_request(method: hyper::Method, target: &str) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+    let mut request = hyper::Request::builder().method(method).uri(target);
+    if let Ok(key) = std::env::var("WARDEN_API_KEY") {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let response = crate::upstream::http::http_client()
+        .request(request)
+        .await
+        .with_context(|| format!("cannot reach {target}"))?;
+    let status = response.status();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+    Ok((status, body))
+}
+
+fn usage(url: &str, since: &str, tenant: Option<&str>, as_json: bool) -> anyhow::Result<u8> {
+    humantime::parse_duration(since).with_context(|| format!("--since {since:?} is not an age like 24h or 30d"))?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("since", since);
+    if let Some(tenant) = tenant {
+        query.append_pair("tenant", tenant);
+    }
+    let target = format!("{}/admin/usage?{}", url.trim_end_matches('/'), query.finish());
+    let (status, body) = runtime()?.block_on(admin_request(hyper::Method::GET, &target))?;
+    if !status.is_success() {
+        eprintln!("{target}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        return Ok(EXIT_ERROR);
+    }
+    let report: serde_json::Value = serde_json::from_slice(&body).context("the gateway's answer is not JSON")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    println!("{:<24} {:<20} {:>10} {:>10} {:>14}", "TENANT", "UPSTREAM", "CALLS", "REFUSED", "UPSTREAM S");
+    let row = |tenant: &str, server: &str, usage: &serde_json::Value| {
+        let n = |key: &str| usage[key].as_u64().unwrap_or_default();
+        let tenant = if tenant.is_empty() { "(none)" } else { tenant };
+        let seconds = n("upstream_us") as f64 / 1e6;
+        println!("{tenant:<24} {server:<20} {:>10} {:>10} {seconds:>14.3}", n("calls"), n("refused"));
+    };
+    for entry in report["tenants"].as_array().into_iter().flatten() {
+        let name = entry["tenant"].as_str().unwrap_or_default();
+        for server in entry["servers"].as_array().into_iter().flatten() {
+            row(name, server["server"].as_str().unwrap_or_default(), &server["usage"]);
+        }
+        row(name, "(all)", &entry["usage"]);
+    }
+    Ok(0)
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<u8> {

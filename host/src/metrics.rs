@@ -12,7 +12,12 @@
 //! become labels; targets and tenants beyond the first `max_targets` /
 //! `max_tenants` seen are counted as `other`; unknown methods as `other`.
 
-use std::{collections::HashSet, fmt, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::{Mutex, atomic::AtomicU64},
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -62,6 +67,24 @@ struct VerdictLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantServerLabels {
+    tenant: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    rule: String,
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,6 +173,9 @@ pub struct Metrics {
     upstream_errors: Family<ServerLabels, Counter>,
     upstream_connections: Family<ServerLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
+    tenant_upstream_seconds: Family<TenantServerLabels, Counter<f64, AtomicU64>>,
+    limit_decisions: Family<LimitLabels, Counter>,
+    state_checks: Family<ResultLabels, Counter>,
     targets: Bounded,
     tenants: Bounded,
 }
@@ -173,6 +199,9 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_connections: Family::default(),
             auth_failures: Family::default(),
+            tenant_upstream_seconds: Family::default(),
+            limit_decisions: Family::default(),
+            state_checks: Family::default(),
             targets: Bounded::new(max_targets),
             tenants: Bounded::new(max_tenants),
         }
@@ -211,8 +240,12 @@ impl Metrics {
         }
     }
 
-    /// Count an upstream call.
-    pub fn upstream(&self, server: &str, elapsed: Duration, failed: bool) {
+    /// Count an upstream call (`tenant`: whose call, for chargeback).
+    pub fn upstream(&self, tenant: Option<&str>, server: &str, elapsed: Duration, failed: bool) {
+        let tenant = tenant.map(|t| self.tenants.label(t)).unwrap_or_default();
+        self.tenant_upstream_seconds
+            .get_or_create(&TenantServerLabels { tenant, server: server.to_owned() })
+            .inc_by(elapsed.as_secs_f64());
         let labels = ServerLabels { server: server.to_owned() };
         self.upstream_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
         if failed {
@@ -223,6 +256,20 @@ impl Metrics {
     /// Count an upstream (re)connecting.
     pub fn upstream_connected(&self, server: &str) {
         self.upstream_connections.get_or_create(&ServerLabels { server: server.to_owned() }).inc();
+    }
+
+    /// Count a rate limit or quota decision: `kind` rate or quota, `result`
+    /// admitted, refused or shadow-refused. Rule names come from config, so
+    /// they are bounded.
+    pub fn limit_decision(&self, rule: &str, kind: &str, result: &str) {
+        let labels = LimitLabels { rule: rule.to_owned(), kind: kind.to_owned(), result: result.to_owned() };
+        self.limit_decisions.get_or_create(&labels).inc();
+    }
+
+    /// Count a limit check against the state store by result (ok,
+    /// unavailable-refused, unavailable-local).
+    pub fn state_check(&self, result: &'static str) {
+        self.state_checks.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
     }
 
     /// Count a refused credential; `reason` is one of a few fixed words.
@@ -273,6 +320,21 @@ impl Metrics {
             "warden_auth_failures",
             "Requests refused for their credentials, by reason",
             self.auth_failures.clone(),
+        );
+        registry.register(
+            "warden_tenant_upstream_seconds",
+            "Time upstreams spent on each tenant's calls, by tenant and upstream (for chargeback)",
+            self.tenant_upstream_seconds.clone(),
+        );
+        registry.register(
+            "warden_limit_decisions",
+            "Rate limit and quota decisions by rule, kind (rate, quota) and result (admitted, refused, shadow-refused)",
+            self.limit_decisions.clone(),
+        );
+        registry.register(
+            "warden_state_checks",
+            "Limit checks against the state store, by result: ok, unavailable-refused, unavailable-local",
+            self.state_checks.clone(),
         );
         for snapshot in snapshots {
             registry.register_collector(Box::new(snapshot));

@@ -18,9 +18,13 @@ use crate::{
     chain::Chain,
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
     engine::Engine,
-    gateway::{Gateway, Settings},
+    gateway::{Gateway, Governance, Settings},
+    limits::Limiter,
+    metrics::Metrics,
     reload::Reloader,
+    state::StateStore,
     transport::http::{self, HttpState},
+    usage::UsageMeter,
 };
 
 /// How long start-up waits for upstreams before serving anyway.
@@ -39,9 +43,10 @@ pub struct Built {
 /// Build the gateway a config describes (upstreams start connecting), with
 /// chain reloading (and file watching if the config asks). Call within a
 /// Tokio runtime.
-pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
+pub async fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
     let engine = Engine::new(&config.engine)?;
-    let (gateway, named) = gateway(config, &engine)?;
+    let governance = governance(config).await?;
+    let (gateway, named) = gateway(config, &engine, governance)?;
     let reloader = config
         .chain
         .as_ref()
@@ -55,7 +60,11 @@ pub fn build(config: &GatewayConfig) -> Result<Built, anyhow::Error> {
 
 /// The gateway a config describes, its chain compiled by `engine`
 /// (upstreams start connecting), and the files the chain names.
-fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<(Arc<Gateway>, Vec<PathBuf>), anyhow::Error> {
+fn gateway(
+    config: &GatewayConfig,
+    engine: &Engine,
+    governance: Governance,
+) -> Result<(Arc<Gateway>, Vec<PathBuf>), anyhow::Error> {
     crate::tls::trust(&config.tls_roots);
     let (chain, named) = match &config.chain {
         Some(file) => {
@@ -75,11 +84,35 @@ fn gateway(config: &GatewayConfig, engine: &Engine) -> Result<(Arc<Gateway>, Vec
         required_scopes: config.required_scopes.clone(),
     };
     let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
+    Ok((Gateway::start(settings, upstreams, chain, governance), named))
+}
+
+/// The audit log, metrics, limits and usage meter a config asks for. A
+/// Redis that does not answer at start-up is a config problem (exit 64):
+/// serving without the shared state would enforce nothing the limits promise.
+async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error> {
+    let store = match StateStore::open(&config.state).await {
+        Ok(store) => Arc::new(store),
+        Err(error) => {
+            let mut problems = crate::config::Problems::new(&config.file);
+            problems.push("state.redis", error);
+            return Err(problems.into_error().into());
+        }
+    };
     let auditor = match &config.audit {
         Some(audit) => Auditor::open(audit.clone()).map_err(anyhow::Error::msg)?,
         None => Auditor::off(),
     };
-    Ok((Gateway::start(settings, upstreams, chain, auditor), named))
+    let metrics = Arc::new(Metrics::default());
+    let limiter = Limiter::new(
+        config.limits.clone(),
+        Arc::clone(&store),
+        config.state.on_unavailable,
+        Arc::clone(&metrics),
+        config.file.clone(),
+    );
+    let usage = UsageMeter::start(store, config.state.usage_retention);
+    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage })
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within
@@ -117,7 +150,7 @@ impl Running {
 
 /// Load `config`, start the gateway, wait (bounded) for upstreams, and listen.
 pub async fn start(config: &GatewayConfig) -> Result<Running, anyhow::Error> {
-    let built = build(config)?;
+    let built = build(config).await?;
     let gateway = Arc::clone(&built.gateway);
     let reloader = built.reloader.clone();
     let listener = TcpListener::bind(config.server.listen)

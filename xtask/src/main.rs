@@ -6,7 +6,8 @@
 //! - `cargo xtask test` — the whole suite: formatting, lints, every crate's
 //!   tests, and the end-to-end tests against real peers (the Python MCP SDK,
 //!   the MCP Inspector CLI, npm and PyPI servers, the official conformance
-//!   suite), which it installs under `target/peers` first.
+//!   suite, `redis-server` and `haproxy`), which it installs first: the npm
+//!   and PyPI ones under `target/peers`, the Debian ones with apt-get.
 //! - `cargo xtask peers` — only install the test peers.
 //! - `cargo xtask bench` — the benchmarks (see bench/README.md).
 //!
@@ -24,6 +25,9 @@ const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.2.0-alpha.12";
 /// npm packages the end-to-end tests run, pinned.
 const NPM_PEERS: [&str; 2] =
     ["@modelcontextprotocol/inspector@2.12.0", "@modelcontextprotocol/server-everything@2026.8.31"];
+/// Debian packages the end-to-end tests run (a real Redis for shared limits,
+/// a real load balancer in front of several gateways): (binary, package).
+const DEBIAN_PACKAGES: [(&str, &str); 2] = [("redis-server", "redis-server"), ("haproxy", "haproxy")];
 /// PyPI packages the end-to-end tests run, pinned.
 const PYPI_PEERS: [&str; 2] = ["mcp==2.3.0", "mcp-server-time==2026.10.19"];
 
@@ -109,8 +113,37 @@ fn quickstart() -> Result<(), String> {
         .env("PATH", path))
 }
 
+/// Whether `name` is an executable on PATH or in the system folders
+/// (haproxy lives in /usr/sbin, which a user's PATH may lack).
+fn installed(name: &str) -> bool {
+    env::split_paths(&env::var_os("PATH").unwrap_or_default())
+        .chain(["/usr/sbin".into(), "/usr/bin".into(), "/sbin".into()])
+        .any(|dir: PathBuf| dir.join(name).is_file())
+}
+
+/// Install the Debian packages the tests need, if missing (with sudo
+/// unless already root).
+fn system_packages() -> Result<(), String> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(bin, _)| !installed(bin)).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let apt = |args: &[&str]| {
+        let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))
+}
+
 /// Install the test peers under target/peers (skipping what is there).
 fn peers() -> Result<PathBuf, String> {
+    system_packages()?;
     let peers = target_dir().join("peers");
     std::fs::create_dir_all(&peers).map_err(|e| e.to_string())?;
     let venv = peers.join("venv");
@@ -165,7 +198,8 @@ fn test() -> Result<(), String> {
 /// both write their tables to stdout (bench/README.md records them).
 fn bench() -> Result<(), String> {
     wasm_target()?;
-    run(cargo().args(["bench", "-p", "warden", "--bench", "chain"]))?;
+    system_packages()?;
+    run(cargo().args(["bench", "-p", "warden", "--bench", "chain", "--bench", "limits"]))?;
     run(cargo().args(["build", "--release", "-p", "warden", "-p", "warden-bench"]))?;
     let extra: Vec<String> = env::args().skip(2).collect();
     run(Command::new(target_dir().join("release/warden-bench")).arg("run").args(extra))

@@ -301,6 +301,13 @@ pub struct Decision {
     /// Every plugin invocation, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
+    /// Shadow limits and quotas that would have refused the call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_refused: Vec<String>,
+    /// True when the shared state store was unreachable and limits were
+    /// decided on this replica's own counts (`[state] on_unavailable = "local"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub state_fallback: bool,
     /// What happened, in one word (README.md lists them).
     pub outcome: &'static str,
     /// The JSON-RPC error code the client got, if refused.

@@ -72,6 +72,18 @@
 //! tools = ["files/write_*"]
 //! scopes = ["files:write"]
 //!
+//! [state]                      # shared state; see config::limits
+//! redis = "redis://127.0.0.1:6379"
+//!
+//! [[limit]]                     # rate limits; see config::limits
+//! name = "per-tenant"
+//! rate = "100/min"
+//!
+//! [[quota]]                     # quotas; see config::limits
+//! name = "daily"
+//! calls = 10000
+//! per = "day"
+//!
 //! [[upstream]]
 //! name = "files"
 //! command = "npx"               # or url = "http://127.0.0.1:3001/mcp"
@@ -116,7 +128,9 @@ use crate::{
     auth::{ApiKey, Principal, ScopeRule},
     catalog::{Naming, NamingMode},
     engine::{CompileCache, EngineSettings},
+    limits::Limits,
     pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
+    state::StateSettings,
     telemetry::TelemetrySettings,
     transport::{ConnectionLimits, ServerSettings, SessionSettings},
     upstream::{
@@ -171,6 +185,10 @@ pub struct GatewayConfig {
     pub audit: Option<AuditSettings>,
     /// Trace export, if on.
     pub telemetry: Option<TelemetrySettings>,
+    /// Where shared state (limit counts, usage) lives.
+    pub state: StateSettings,
+    /// Rate limits and quotas (reloadable).
+    pub limits: Limits,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -319,6 +337,11 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
     });
     let audit = root.table("audit", &mut problems).and_then(|t| audit(t, base, &mut problems));
     let telemetry = root.table("telemetry", &mut problems).and_then(|t| telemetry(t, &mut problems));
+    let state = match root.table("state", &mut problems) {
+        Some(t) => super::limits::state(t, base, &mut problems),
+        None => StateSettings::default(),
+    };
+    let limits = super::limits::limits(&mut root, &mut problems);
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -410,6 +433,8 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         tls_roots,
         audit,
         telemetry,
+        state,
+        limits,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod gateway;
 pub mod identity;
+mod limits;
 pub(crate) mod read;
 
 use std::{fmt, path::PathBuf};

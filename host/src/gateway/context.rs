@@ -8,8 +8,8 @@
 //! cancelled or went away), the record is written as `cancelled` on drop, so
 //! no path can leave a request unrecorded.
 //!
-//! A new request-path concern (a rate limit, a kill switch) is one more
-//! ordered stage in `Gateway::route` that returns a [`super::GatewayError`]
+//! A request-path concern (the limit stage; a kill switch) is one ordered
+//! stage of `Gateway::through_chain` that returns a [`super::GatewayError`]
 //! on refusal and notes what it decided here.
 
 use std::{
@@ -19,13 +19,15 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Caller, GatewayError, LiveChain};
+use super::{Caller, GatewayError, Governance, LiveChain};
 use crate::{
-    audit::{self, Auditor, ChainRecord, Decision, PendingDecision, StepRecord, UpstreamRecord},
+    audit::{self, ChainRecord, Decision, PendingDecision, StepRecord, UpstreamRecord},
     chain::{Step, StepOutcome},
     engine::{Target, TargetKind},
+    limits::Admitted,
     mcp::RpcError,
     metrics::{Metrics, RequestSample},
+    usage::UsageMeter,
 };
 
 /// One request on its way through the gateway.
@@ -38,18 +40,12 @@ pub struct RequestContext {
     pub span: tracing::Span,
     decision: PendingDecision,
     metrics: Arc<Metrics>,
+    usage: Arc<UsageMeter>,
 }
 
 impl RequestContext {
     /// Open the context of `caller`'s request for `method`.
-    pub(super) fn open(
-        auditor: Auditor,
-        metrics: Arc<Metrics>,
-        id: String,
-        caller: &Caller,
-        method: &str,
-        params: &Value,
-    ) -> Self {
+    pub(super) fn open(governance: &Governance, id: String, caller: &Caller, method: &str, params: &Value) -> Self {
         let principal = &caller.principal;
         let (traceparent, tracestate) = match &caller.traceparent {
             Some(traceparent) => (Some(traceparent.clone()), caller.tracestate.clone()),
@@ -107,7 +103,14 @@ impl RequestContext {
             outcome: "allowed",
             ..Decision::default()
         };
-        Self { id, started: Instant::now(), span, decision: PendingDecision::new(auditor, record), metrics }
+        Self {
+            id,
+            started: Instant::now(),
+            span,
+            decision: PendingDecision::new(governance.auditor.clone(), record),
+            metrics: Arc::clone(&governance.metrics),
+            usage: Arc::clone(&governance.usage),
+        }
     }
 
     fn settings(&self) -> Option<&audit::AuditSettings> {
@@ -185,6 +188,14 @@ impl RequestContext {
         }
     }
 
+    /// What the limit stage noted about an admitted call: shadow rules that
+    /// would have refused it, and whether local counts decided because the
+    /// shared store was unreachable.
+    pub(super) fn limits(&mut self, admitted: &Admitted) {
+        self.decision.record.shadow_refused.clone_from(&admitted.shadow_refusals);
+        self.decision.record.state_fallback = admitted.local_fallback;
+    }
+
     /// The upstream's answer and how long it took.
     pub(super) fn upstream(&mut self, answer: &Result<Value, RpcError>, since: Instant) {
         let (status, error) = match answer {
@@ -195,7 +206,7 @@ impl RequestContext {
         let elapsed = since.elapsed();
         let micros = elapsed.as_micros() as u64;
         if let Some(server) = &self.decision.record.server {
-            self.metrics.upstream(server, elapsed, answer.is_err());
+            self.metrics.upstream(self.decision.record.tenant.as_deref(), server, elapsed, answer.is_err());
         }
         self.decision.record.upstream = Some(UpstreamRecord { status, error, micros });
     }
@@ -234,6 +245,13 @@ impl RequestContext {
             outcome: record.outcome,
             elapsed: self.started.elapsed(),
         });
+        if let Some(server) = &record.server {
+            // Chargeback: every routed request that was answered; refused
+            // means the gateway refused it (an upstream error was still a call).
+            let refused = !matches!(record.outcome, "allowed" | "rewritten" | "rewrite-ignored" | "upstream-error");
+            let upstream = record.upstream.as_ref().map(|u| std::time::Duration::from_micros(u.micros));
+            self.usage.note(record.tenant.as_deref(), server, refused, upstream);
+        }
         span.record("warden.outcome", record.outcome);
         if matches!(record.outcome, "upstream-error" | "error" | "audit-unavailable") {
             span.record("otel.status_code", "ERROR");

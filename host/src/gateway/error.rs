@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::{
     chain::{Approval, Rejection},
+    limits::Refusal,
     mcp::{RpcError, code},
 };
 
@@ -48,6 +49,10 @@ pub enum GatewayError {
     /// The method is not one the gateway serves.
     #[error("method not found: {0}")]
     MethodNotFound(String),
+    /// A rate limit or quota refused the call, or the store they count in
+    /// cannot be reached and limits fail closed.
+    #[error("{}", limit_message(.0))]
+    Limited(Refusal),
     /// The audit log cannot be written and the gateway fails closed.
     #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
     AuditUnavailable,
@@ -69,6 +74,9 @@ impl GatewayError {
             Self::ApprovalRequired(_) => "approval-required",
             Self::Upstream(_) => "upstream-error",
             Self::MethodNotFound(_) => "method-not-found",
+            Self::Limited(Refusal::Rate(_)) => "rate-limited",
+            Self::Limited(Refusal::Quota(_)) => "quota-exceeded",
+            Self::Limited(Refusal::Unavailable(_)) => "state-unavailable",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -93,6 +101,18 @@ impl GatewayError {
                 .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })),
             Self::Upstream(error) => error.clone(),
             Self::MethodNotFound(_) => RpcError::new(code::METHOD_NOT_FOUND, message),
+            Self::Limited(Refusal::Rate(e)) => RpcError::new(code::RATE_LIMITED, message).with_data(json!({
+                "limit": e.name,
+                "retryAfterMs": e.retry_after_ms,
+                "policy": { "quota": e.quota, "window": e.window_s },
+            })),
+            Self::Limited(Refusal::Quota(e)) => RpcError::new(code::QUOTA_EXCEEDED, message).with_data(json!({
+                "quota": e.name,
+                "retryAfterMs": e.retry_after_ms,
+                "resetAt": reset_at(e),
+                "policy": { "quota": e.quota, "window": e.window_s },
+            })),
+            Self::Limited(Refusal::Unavailable(_)) => RpcError::new(code::STATE_UNAVAILABLE, message),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
         }
@@ -103,7 +123,27 @@ impl GatewayError {
         match self {
             Self::Denied { rejection, .. } => rejection.reason.clone(),
             Self::ApprovalRequired(approval) => approval.prompt.clone(),
+            // The store's own error stays in the log, not with the client.
+            Self::Limited(Refusal::Unavailable(error)) => format!("{self} ({error})"),
             other => other.to_string(),
         }
     }
+}
+
+/// The client-facing message of a limit refusal.
+fn limit_message(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Rate(e) => format!("rate limit {} exceeded: try again in {} ms", e.name, e.retry_after_ms),
+        Refusal::Quota(e) => format!("quota {} is spent until {}", e.name, reset_at(e)),
+        Refusal::Unavailable(_) => {
+            "limits cannot be checked: the state store is unreachable, so calls are refused (state.on_unavailable = \"refuse\")"
+                .into()
+        }
+    }
+}
+
+/// When a quota resets, RFC 3339.
+fn reset_at(exceeded: &crate::limits::Exceeded) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(exceeded.resets_at_ms.unwrap_or_default());
+    humantime::format_rfc3339_seconds(at).to_string()
 }

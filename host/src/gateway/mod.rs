@@ -2,7 +2,8 @@
 //! a result (or error) out, with the policy chain around every upstream call.
 //!
 //! A tool call flows through one flat function, [`Gateway::call_tool`]:
-//! route → policy (on-call) → upstream → policy (on-result) → audit. Resource
+//! route → scopes → limits → policy (on-call) → upstream → policy
+//! (on-result) → audit. Resource
 //! reads and prompt fetches take the same path. Listings pass the chain's
 //! on-list hook once per principal and catalog version, and the result is
 //! cached; a tool hidden from a principal cannot be called by it either.
@@ -32,9 +33,11 @@ use crate::{
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
+    limits::Limiter,
     mcp::RpcError,
     metrics::Metrics,
     upstream::{CallHooks, ClientRequests, NotificationScreen, Upstream, UpstreamEvent, UpstreamSpec},
+    usage::UsageMeter,
 };
 pub use context::RequestContext;
 pub use error::GatewayError;
@@ -73,6 +76,20 @@ pub struct Settings {
     pub page_size: usize,
     /// Scopes that tools require.
     pub required_scopes: Vec<ScopeRule>,
+}
+
+/// What records and bounds every request: the audit log, metrics, the
+/// limit stage and the usage meter.
+#[derive(Clone)]
+pub struct Governance {
+    /// Where decisions are recorded.
+    pub auditor: Auditor,
+    /// The request path's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Rate limits and quotas.
+    pub limiter: Arc<Limiter>,
+    /// Chargeback counts.
+    pub usage: Arc<UsageMeter>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -153,8 +170,7 @@ pub struct Gateway {
     changes: broadcast::Sender<Change>,
     next_request: AtomicU64,
     request_prefix: String,
-    auditor: Auditor,
-    metrics: Arc<Metrics>,
+    governance: Governance,
 }
 
 /// Most `input_required` rounds the gateway answers on a legacy client's behalf.
@@ -168,7 +184,7 @@ impl Gateway {
         settings: Settings,
         upstreams: Vec<(UpstreamSpec, String)>,
         chain: Chain,
-        auditor: Auditor,
+        governance: Governance,
     ) -> Arc<Self> {
         let (events, mut receiver) = mpsc::unbounded_channel();
         let order = upstreams.iter().map(|(spec, prefix)| (spec.name.clone(), prefix.clone())).collect();
@@ -187,8 +203,7 @@ impl Gateway {
             changes: broadcast::channel(256).0,
             next_request: AtomicU64::new(1),
             request_prefix: URL_SAFE_NO_PAD.encode(prefix),
-            auditor,
-            metrics: Arc::default(),
+            governance,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -215,7 +230,7 @@ impl Gateway {
         };
         let Some(up) = self.by_name.get(upstream) else { return };
         if method.is_none() {
-            self.metrics.upstream_connected(upstream);
+            self.governance.metrics.upstream_connected(upstream);
         }
         // An upstream's own announcement is relayed even when the refreshed
         // listing looks the same to the gateway: the client asked to hear what
@@ -287,18 +302,29 @@ impl Gateway {
     /// Stop every upstream, then seal the audit log with a final checkpoint.
     pub async fn shutdown(&self) {
         futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
-        let auditor = self.auditor.clone();
+        self.governance.usage.flush().await;
+        let auditor = self.governance.auditor.clone();
         let _ = tokio::task::spawn_blocking(move || auditor.close()).await;
     }
 
     /// Where decisions are recorded.
     pub fn auditor(&self) -> &Auditor {
-        &self.auditor
+        &self.governance.auditor
     }
 
     /// The request path's metrics.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.governance.metrics
+    }
+
+    /// Rate limits and quotas.
+    pub fn limiter(&self) -> &Limiter {
+        &self.governance.limiter
+    }
+
+    /// Chargeback counts.
+    pub fn usage(&self) -> &UsageMeter {
+        &self.governance.usage
     }
 
     /// The capabilities the gateway declares to clients.
@@ -333,19 +359,12 @@ impl Gateway {
         if method == "ping" {
             return Ok(json!({}));
         }
-        let mut cx = RequestContext::open(
-            self.auditor.clone(),
-            Arc::clone(&self.metrics),
-            self.request_id(),
-            caller,
-            method,
-            &params,
-        );
+        let mut cx = RequestContext::open(&self.governance, self.request_id(), caller, method, &params);
         let span = cx.span.clone();
         async move {
             // Failing closed on the audit log comes first: nothing is served
             // that could not be recorded.
-            let answer = match self.auditor.refusing() {
+            let answer = match self.governance.auditor.refusing() {
                 true => Err(GatewayError::AuditUnavailable),
                 false => self.route(&mut cx, caller, method, params).await,
             };
@@ -359,14 +378,7 @@ impl Gateway {
     /// [`Gateway::handle`] (HTTP answers missing scopes with 403 there), and
     /// return the error for it.
     pub async fn refuse(&self, caller: &Caller, method: &str, params: &Value, refusal: GatewayError) -> RpcError {
-        let cx = RequestContext::open(
-            self.auditor.clone(),
-            Arc::clone(&self.metrics),
-            self.request_id(),
-            caller,
-            method,
-            params,
-        );
+        let cx = RequestContext::open(&self.governance, self.request_id(), caller, method, params);
         cx.close(Err(refusal)).await.err().unwrap_or_else(|| RpcError::internal("refusal lost"))
     }
 
@@ -684,6 +696,12 @@ impl Gateway {
         arguments_key: &str,
         input_schema: &Value,
     ) -> Result<Value, GatewayError> {
+        // Limits first: a looping client is stopped before it costs a plugin
+        // run or an upstream call.
+        cx.target(&target);
+        let admitted =
+            self.governance.limiter.check(&caller.principal, &target).await.map_err(GatewayError::Limited)?;
+        cx.limits(&admitted);
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
         let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments)?;
@@ -729,6 +747,10 @@ impl Gateway {
         let sent = Instant::now();
         let answer = self.dispatch(upstream, method, params, &caller).instrument(span).await;
         cx.upstream(&answer, sent);
+        if !admitted.charges.is_empty() {
+            let (limiter, spent) = (Arc::clone(&self.governance.limiter), sent.elapsed());
+            tokio::spawn(async move { limiter.charge(&admitted, spent).await });
+        }
         let result = answer.map_err(GatewayError::Upstream)?;
 
         // An input_required result (a 2026-07-28 client's question round)

@@ -41,6 +41,15 @@ pub mod code {
     /// Warden: the audit log cannot be written and is configured to fail
     /// closed, so nothing is served until it can.
     pub const AUDIT_UNAVAILABLE: i64 = -32016;
+    /// Warden: a `[[limit]]` has no room for the call now; `data.limit`
+    /// names it and `data.retryAfterMs` says when to try again.
+    pub const RATE_LIMITED: i64 = -32017;
+    /// Warden: a `[[quota]]` is spent for its window; `data.quota` names it,
+    /// `data.resetAt` (RFC 3339) and `data.retryAfterMs` say when it resets.
+    pub const QUOTA_EXCEEDED: i64 = -32018;
+    /// Warden: limits cannot be checked because the shared state store
+    /// (Redis) is unreachable and `[state] on_unavailable = "refuse"`.
+    pub const STATE_UNAVAILABLE: i64 = -32019;
 }
 
 /// A JSON-RPC error object.

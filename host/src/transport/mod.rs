@@ -115,7 +115,14 @@ pub(crate) async fn respond(
         Ok(result) => {
             let result = finish(result);
             let status = result.as_ref().err().map_or(StatusCode::OK, |e| error_status(modern, e));
-            return json_response(status, &answer(&id, result));
+            let headers = result.as_ref().err().map(limit_headers).unwrap_or_default();
+            let mut response = json_response(status, &answer(&id, result));
+            for (name, value) in headers {
+                if let Ok(value) = header::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            return response;
         }
         Err(pending) => pending,
     };
@@ -158,6 +165,30 @@ pub(crate) async fn respond(
         .header("x-accel-buffering", "no")
         .body(body.boxed())
         .expect("valid response")
+}
+
+/// For a call a rate limit or quota refused: `Retry-After`, and the
+/// `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft
+/// (draft-ietf-httpapi-ratelimit-headers-10: `"<name>";q=<quota>;w=<window
+/// seconds>` and `"<name>";r=<remaining>;t=<seconds until reset>`). The
+/// answer stays HTTP 200 with the JSON-RPC error: MCP clients treat other
+/// statuses as a broken transport and would lose the error's data.
+fn limit_headers(error: &RpcError) -> Vec<(header::HeaderName, String)> {
+    use crate::mcp::code;
+    if !matches!(error.code, code::RATE_LIMITED | code::QUOTA_EXCEEDED) {
+        return Vec::new();
+    }
+    let Some(data) = &error.data else { return Vec::new() };
+    let name = data.get("limit").or_else(|| data.get("quota")).and_then(Value::as_str).unwrap_or_default();
+    let name: String = name.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\')).collect();
+    let retry_s = data.get("retryAfterMs").and_then(Value::as_u64).unwrap_or_default().div_ceil(1000);
+    let quota = data.pointer("/policy/quota").and_then(Value::as_u64).unwrap_or_default();
+    let window = data.pointer("/policy/window").and_then(Value::as_u64).unwrap_or_default();
+    vec![
+        (header::RETRY_AFTER, retry_s.to_string()),
+        (header::HeaderName::from_static("ratelimit-policy"), format!("\"{name}\";q={quota};w={window}")),
+        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r=0;t={retry_s}")),
+    ]
 }
 
 /// The JSON-RPC response for a result.

@@ -7,6 +7,7 @@
 //! under `WARDEN_PEERS` (default `target/peers`, installed by `cargo xtask peers`).
 
 pub mod idp;
+pub mod peers;
 
 use std::{
     io::{BufRead, BufReader},
@@ -141,7 +142,47 @@ pub struct Warden {
     /// The folder holding its config.
     pub dir: Scratch,
     log: Arc<Mutex<String>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
+}
+
+/// An HTTP/1.1 client with keep-alive, for talking to gateways (or a
+/// balancer in front of them) from several tasks; cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self(Client::builder(TokioExecutor::new()).build(connector))
+    }
+}
+
+impl HttpClient {
+    /// One exchange with `url`; answers must come within 60 s.
+    pub async fn send(&self, url: &str, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(60), self.0.request(request))
+            .await
+            .expect("warden answered within 60 s")
+            .expect("HTTP exchange");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+            .await
+            .expect("the body ended within 60 s")
+            .expect("body")
+            .to_bytes();
+        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
 }
 
 /// What came back from one HTTP exchange.
@@ -238,12 +279,15 @@ impl Warden {
                 panic!("warden did not start; its log:\n{}", log.lock().unwrap());
             }
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = HttpClient::default();
         // The control plane is up before the MCP listener is announced.
         let admin_url = admin_rx.try_recv().ok();
         Self { child, url, admin_url, dir, log, client }
+    }
+
+    /// The port of its MCP listener.
+    pub fn port(&self) -> u16 {
+        self.url.split(':').nth(2).and_then(|rest| rest.split('/').next()).and_then(|p| p.parse().ok()).unwrap()
     }
 
     /// Its process id (to send it signals).
@@ -294,27 +338,7 @@ impl Warden {
 
     /// Send an HTTP request to `url` on the gateway and read the whole answer.
     pub async fn send_to(&self, url: &str, method: Method, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut request = Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
-            .await
-            .expect("warden answered within 60 s")
-            .expect("HTTP exchange");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let body = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
-            .await
-            .expect("the body ended within 60 s")
-            .expect("body")
-            .to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        self.client.send(url, method, headers, body).await
     }
 
     /// POST a JSON-RPC message with the usual headers plus `extra`.

@@ -1,0 +1,298 @@
+//! Rate limits and quotas: one ordered stage of the request path, after
+//! routing and scopes and before the policy chain, so a looping client is
+//! stopped before it costs a plugin run or an upstream call.
+//!
+//! - A `[[limit]]` is a GCRA bucket (the generic cell rate algorithm): one
+//!   timestamp per key, exact, no burst at window edges, and one `SET` per
+//!   call in Redis; a token bucket would need two values per key and a
+//!   fixed window lets twice the rate through across a boundary.
+//! - A `[[quota]]` counts calls (or upstream time) in calendar windows
+//!   (UTC minutes, hours, days, months, or any fixed length aligned to the
+//!   epoch) and says when the window resets.
+//!
+//! Every rule that matches a call is decided together, in one store
+//! round trip: the call consumes all of them or none. A `shadow` rule is
+//! decided and audited but never refuses.
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+pub use rules::{KeyBy, Limits, QuotaRule, RateRule, Scope, Window};
+
+use crate::{
+    auth::Principal,
+    engine::Target,
+    metrics::Metrics,
+    state::{Admission, QuotaDemand, RateDemand, StateError, StateStore, Unavailable, memory::MemoryStore, now_us},
+};
+
+/// Why a limit stage refused a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A rate limit has no room now.
+    Rate(Exceeded),
+    /// A quota is spent for its window.
+    Quota(Exceeded),
+    /// The shared store cannot be reached and limits fail closed.
+    Unavailable(String),
+}
+
+/// Which rule refused, and when to come back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exceeded {
+    /// The rule's name.
+    pub name: String,
+    /// Milliseconds until a call would be admitted.
+    pub retry_after_ms: u64,
+    /// The rule's quota (calls per window) and window in seconds, for the
+    /// `RateLimit-Policy` header.
+    pub quota: u64,
+    /// The window, seconds.
+    pub window_s: u64,
+    /// When a quota's window resets (ms since the epoch); `None` for a rate.
+    pub resets_at_ms: Option<u64>,
+}
+
+/// What the limit stage noted about an admitted call.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// Shadow rules that would have refused it.
+    pub shadow_refusals: Vec<String>,
+    /// Whether the shared store was unreachable and local counts decided.
+    pub local_fallback: bool,
+    /// Upstream-time quota counters to charge once the call is done:
+    /// (key, ttl in ms).
+    pub charges: Vec<(String, u64)>,
+}
+
+/// The limit stage: the live rules and the store they count in.
+pub struct Limiter {
+    rules: ArcSwap<Limits>,
+    store: Arc<StateStore>,
+    on_unavailable: Unavailable,
+    /// This replica's own counts, used while the shared store is unreachable
+    /// (`on_unavailable = "local"`).
+    local: MemoryStore,
+    metrics: Arc<Metrics>,
+    /// The config file the rules come from (re-read on reload).
+    source: PathBuf,
+    reloads: Mutex<(u64, u64, Option<String>)>,
+}
+
+impl Limiter {
+    /// A limiter over `rules`, counting in `store`.
+    pub fn new(
+        rules: Limits,
+        store: Arc<StateStore>,
+        on_unavailable: Unavailable,
+        metrics: Arc<Metrics>,
+        source: PathBuf,
+    ) -> Self {
+        Self {
+            rules: ArcSwap::from_pointee(rules),
+            store,
+            on_unavailable,
+            local: MemoryStore::default(),
+            metrics,
+            source,
+            reloads: Mutex::default(),
+        }
+    }
+
+    /// Re-read the rules from the config file and swap them in. The whole
+    /// file must be valid; only `[[limit]]` and `[[quota]]` take effect
+    /// (the rest needs a restart). Counts live in the store under the rules'
+    /// names, so an unchanged rule keeps its counts across the swap.
+    pub fn reload(&self, trigger: &str) -> Result<serde_json::Value, String> {
+        let mut reloads = self.reloads.lock().unwrap();
+        match crate::config::gateway::parse_file(&self.source) {
+            Ok(config) => {
+                let counts =
+                    serde_json::json!({ "rates": config.limits.rates.len(), "quotas": config.limits.quotas.len() });
+                self.rules.store(Arc::new(config.limits));
+                reloads.0 += 1;
+                tracing::info!(trigger, file = %self.source.display(), %counts, "limits reloaded");
+                Ok(counts)
+            }
+            Err(error) => {
+                let error = error.to_string().trim_end().to_owned();
+                reloads.1 += 1;
+                reloads.2 = Some(error.clone());
+                tracing::warn!(trigger, file = %self.source.display(), %error, "limits reload refused; the old limits stay");
+                Err(error)
+            }
+        }
+    }
+
+    /// The live rules and the store, for `GET /admin/status`.
+    pub fn describe(&self) -> serde_json::Value {
+        let rules = self.rules.load();
+        let (succeeded, failed, last_error) = self.reloads.lock().unwrap().clone();
+        let rates: Vec<_> = rules
+            .rates
+            .iter()
+            .map(|r| serde_json::json!({ "name": r.name, "rate": r.count, "period_s": r.period.as_secs_f64(), "burst": r.burst, "shadow": r.shadow }))
+            .collect();
+        let quotas: Vec<_> = rules
+            .quotas
+            .iter()
+            .map(|q| serde_json::json!({ "name": q.name, "calls": q.calls, "upstream_ms": q.upstream_ms, "shadow": q.shadow }))
+            .collect();
+        serde_json::json!({
+            "store": self.store.kind(),
+            "rates": rates,
+            "quotas": quotas,
+            "reloads": { "succeeded": succeeded, "failed": failed, "last_error": last_error },
+        })
+    }
+
+    /// The live rules.
+    pub fn rules(&self) -> Arc<Limits> {
+        self.rules.load_full()
+    }
+
+    /// The store the limits count in.
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.store
+    }
+
+    /// Decide a call of `principal` to `target`.
+    pub async fn check(&self, principal: &Principal, target: &Target) -> Result<Admitted, Refusal> {
+        let rules = self.rules.load();
+        if rules.is_empty() {
+            return Ok(Admitted::default());
+        }
+        let now_ms = now_us() / 1000;
+        let rates: Vec<&RateRule> = rules.rates.iter().filter(|r| r.scope.covers(principal, target)).collect();
+        let quotas: Vec<&QuotaRule> = rules.quotas.iter().filter(|q| q.scope.covers(principal, target)).collect();
+        if rates.is_empty() && quotas.is_empty() {
+            return Ok(Admitted::default());
+        }
+        let mut admission = Admission::default();
+        for rule in &rates {
+            admission.rates.push(RateDemand {
+                key: format!("rate:{}:{}", rule.name, rule.key.of(principal, target)),
+                interval_us: rule.interval_us,
+                burst: rule.burst,
+                enforce: !rule.shadow,
+            });
+        }
+        // A quota on calls and upstream time is two counters.
+        let mut quota_of = Vec::new();
+        let mut charges = Vec::new();
+        for rule in &quotas {
+            let (start, end) = rule.window.bounds(now_ms);
+            let key = format!("quota:{}:{}:{start}", rule.name, rule.key.of(principal, target));
+            let ttl_ms = end - now_ms + 60_000;
+            if let Some(calls) = rule.calls {
+                admission.quotas.push(QuotaDemand {
+                    key: format!("{key}:calls"),
+                    limit: calls,
+                    cost: 1,
+                    ttl_ms,
+                    enforce: !rule.shadow,
+                });
+                quota_of.push((*rule, end, calls));
+            }
+            if let Some(upstream_ms) = rule.upstream_ms {
+                let key = format!("{key}:upstream_ms");
+                admission.quotas.push(QuotaDemand {
+                    key: key.clone(),
+                    limit: upstream_ms,
+                    cost: 0,
+                    ttl_ms,
+                    enforce: !rule.shadow,
+                });
+                quota_of.push((*rule, end, upstream_ms));
+                charges.push((key, ttl_ms));
+            }
+        }
+        let (verdict, local_fallback) = match self.store.admit(&admission).await {
+            Ok(verdict) => {
+                self.metrics.state_check("ok");
+                (verdict, false)
+            }
+            Err(StateError(error)) => match self.on_unavailable {
+                Unavailable::Refuse => {
+                    self.metrics.state_check("unavailable-refused");
+                    tracing::warn!(%error, "the state store is unreachable: the call is refused (state.on_unavailable = \"refuse\")");
+                    return Err(Refusal::Unavailable(error));
+                }
+                Unavailable::Local => {
+                    self.metrics.state_check("unavailable-local");
+                    tracing::warn!(%error, "the state store is unreachable: limits are decided on this replica's own counts");
+                    (self.local.admit(&admission, now_us()), true)
+                }
+            },
+        };
+        let mut shadow_refusals = Vec::new();
+        let mut refusal = None;
+        for (rule, answer) in rates.iter().zip(&verdict.rates) {
+            let result = self.tally(&rule.name, "rate", rule.shadow, answer.conforms, verdict.admitted);
+            if result == "shadow-refused" {
+                shadow_refusals.push(rule.name.clone());
+            } else if result == "refused" && refusal.is_none() {
+                refusal = Some(Refusal::Rate(Exceeded {
+                    name: rule.name.clone(),
+                    retry_after_ms: answer.wait_us.div_ceil(1000),
+                    quota: rule.count,
+                    window_s: rule.period.as_secs().max(1),
+                    resets_at_ms: None,
+                }));
+            }
+        }
+        for ((rule, end, limit), answer) in quota_of.iter().zip(&verdict.quotas) {
+            let result = self.tally(&rule.name, "quota", rule.shadow, answer.conforms, verdict.admitted);
+            if result == "shadow-refused" && !shadow_refusals.contains(&rule.name) {
+                shadow_refusals.push(rule.name.clone());
+            } else if result == "refused" && refusal.is_none() {
+                refusal = Some(Refusal::Quota(Exceeded {
+                    name: rule.name.clone(),
+                    retry_after_ms: end - now_ms,
+                    quota: *limit,
+                    window_s: rule.window.length_s(now_ms),
+                    resets_at_ms: Some(*end),
+                }));
+            }
+        }
+        match refusal {
+            Some(refusal) => Err(refusal),
+            None if !verdict.admitted => Err(Refusal::Unavailable("the store refused without a reason".into())),
+            None => Ok(Admitted { shadow_refusals, local_fallback, charges }),
+        }
+    }
+
+    /// Add a finished call's upstream time to its upstream-time quotas.
+    pub async fn charge(&self, admitted: &Admitted, upstream: Duration) {
+        let ms = upstream.as_millis() as u64;
+        for (key, ttl_ms) in &admitted.charges {
+            if admitted.local_fallback {
+                self.local.charge(key, ms, *ttl_ms, now_us());
+            } else if let Err(error) = self.store.charge(key, ms, *ttl_ms).await {
+                tracing::warn!(%error, key, "cannot charge upstream time to a quota");
+            }
+        }
+    }
+
+    /// Count one rule's decision; returns what it was.
+    fn tally(&self, rule: &str, kind: &str, shadow: bool, conforms: bool, admitted: bool) -> &'static str {
+        let result = match (conforms, shadow) {
+            (true, _) => "admitted",
+            (false, true) => "shadow-refused",
+            (false, false) => "refused",
+        };
+        // A conforming rule of a refused call took nothing: it did not admit.
+        if result != "admitted" || admitted {
+            self.metrics.limit_decision(rule, kind, result);
+        }
+        result
+    }
+}

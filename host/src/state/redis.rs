@@ -1,0 +1,192 @@
+//! The Redis backend (`redis` crate, async, with its connection manager:
+//! one multiplexed connection that reconnects by itself, so Redis coming
+//! back needs no restart of the gateway).
+//!
+//! An admission is one `EVALSHA` of `admit.lua`: the script reads every
+//! bucket and counter, decides, and writes them, atomically on the server
+//! and on the server's clock, so N replicas enforce one limit exactly and
+//! agree on time. Keys are `<prefix>:<key>` and expire on their own.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands as _, aio::ConnectionManager};
+
+use super::{Admission, Answer, StateError, StateSettings, Usage, UsageTable, Verdict};
+
+/// Shared state in Redis.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    admit: redis::Script,
+    retention: Duration,
+}
+
+/// The admission script; see its header for the argument layout.
+const ADMIT: &str = include_str!("admit.lua");
+
+/// Separates the parts of a usage field: `<kind>␟<tenant>␟<server>`
+/// (upstream names cannot contain it).
+const UNIT: char = '\u{1f}';
+
+fn unreachable(error: redis::RedisError) -> StateError {
+    StateError(error.to_string())
+}
+
+impl RedisStore {
+    /// Connect to `url`; fails if Redis does not answer within the timeout.
+    pub async fn connect(url: &str, settings: &StateSettings) -> Result<Self, StateError> {
+        let client = match &settings.ca_pem {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+        }
+        .map_err(|e| StateError(format!("{}: {e}", redacted(url))))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| StateError(format!("{}: {e}", redacted(url))))?;
+        Ok(Self {
+            connection,
+            prefix: settings.prefix.clone(),
+            admit: redis::Script::new(ADMIT),
+            retention: settings.usage_retention,
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
+    }
+
+    /// Decide `admission` in one round trip.
+    pub async fn admit(&self, admission: &Admission) -> Result<Verdict, StateError> {
+        let mut invocation = self.admit.prepare_invoke();
+        invocation.arg(admission.rates.len());
+        for demand in &admission.rates {
+            invocation
+                .key(self.key(&demand.key))
+                .arg(demand.interval_us)
+                .arg(demand.burst)
+                .arg(u8::from(demand.enforce));
+        }
+        for demand in &admission.quotas {
+            invocation
+                .key(self.key(&demand.key))
+                .arg(demand.limit)
+                .arg(demand.cost)
+                .arg(demand.ttl_ms)
+                .arg(u8::from(demand.enforce));
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await.map_err(unreachable)?;
+        let expected = 1 + 3 * (admission.rates.len() + admission.quotas.len());
+        if reply.len() != expected {
+            return Err(StateError(format!("the admission script answered {} values, not {expected}", reply.len())));
+        }
+        let answer = |i: usize| Answer {
+            conforms: reply[1 + 3 * i] == 1,
+            remaining: reply[2 + 3 * i].max(0) as u64,
+            wait_us: reply[3 + 3 * i].max(0) as u64,
+        };
+        let n = admission.rates.len();
+        Ok(Verdict {
+            admitted: reply[0] == 1,
+            rates: (0..n).map(answer).collect(),
+            quotas: (n..n + admission.quotas.len()).map(answer).collect(),
+        })
+    }
+
+    /// Add `amount` to a counter.
+    pub async fn charge(&self, key: &str, amount: u64, ttl_ms: u64) -> Result<(), StateError> {
+        let key = self.key(key);
+        let mut connection = self.connection.clone();
+        redis::pipe()
+            .atomic()
+            .incr(&key, amount)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms)
+            .arg("NX")
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unreachable)
+    }
+
+    /// Add usage counts: one hash per hour.
+    pub async fn add_usage(&self, table: &UsageTable) -> Result<(), StateError> {
+        let mut pipe = redis::pipe();
+        let mut hours = Vec::new();
+        for ((hour, tenant, server), usage) in table {
+            let key = self.key(&format!("usage:{hour}"));
+            for (kind, value) in
+                [("calls", usage.calls), ("refused", usage.refused), ("upstream_us", usage.upstream_us)]
+            {
+                if value > 0 {
+                    pipe.hincr(&key, format!("{kind}{UNIT}{tenant}{UNIT}{server}"), value).ignore();
+                }
+            }
+            if !hours.contains(hour) {
+                hours.push(*hour);
+                pipe.expire(&key, self.retention.as_secs() as i64).ignore();
+            }
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection).await.map_err(unreachable)
+    }
+
+    /// Usage from `since_hour` to `until_hour`, optionally of one tenant.
+    pub async fn usage(
+        &self,
+        since_hour: u64,
+        until_hour: u64,
+        tenant: Option<&str>,
+    ) -> Result<UsageTable, StateError> {
+        let hours: Vec<u64> = (since_hour..=until_hour).collect();
+        let mut pipe = redis::pipe();
+        for hour in &hours {
+            pipe.hgetall(self.key(&format!("usage:{hour}")));
+        }
+        let mut connection = self.connection.clone();
+        let replies: Vec<Vec<(String, u64)>> = pipe.query_async(&mut connection).await.map_err(unreachable)?;
+        let mut table = UsageTable::new();
+        for (hour, fields) in hours.into_iter().zip(replies) {
+            for (field, value) in fields {
+                let mut parts = field.splitn(2, UNIT);
+                let (Some(kind), Some(rest)) = (parts.next(), parts.next()) else { continue };
+                let Some((who, server)) = rest.rsplit_once(UNIT) else { continue };
+                if tenant.is_some_and(|t| t != who) {
+                    continue;
+                }
+                let usage: &mut Usage = table.entry((hour, who.to_owned(), server.to_owned())).or_default();
+                match kind {
+                    "calls" => usage.calls += value,
+                    "refused" => usage.refused += value,
+                    "upstream_us" => usage.upstream_us += value,
+                    _ => {}
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// Whether Redis answers (for readiness and the tests).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        let mut connection = self.connection.clone();
+        connection.ping::<String>().await.map(drop).map_err(unreachable)
+    }
+}
+
+/// A Redis URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
