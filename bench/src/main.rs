@@ -182,6 +182,49 @@ fn repo_root() -> PathBuf {
 }
 
 /// A gateway process in front of the echo upstream.
+/// Wait until `what` accepts connections on `addr` (5 s at most).
+async fn listening(addr: SocketAddr, what: &str) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not start on {addr}");
+}
+
+/// haproxy on a free loopback port, balancing round robin over `backends`
+/// (from the Debian package; `cargo xtask bench` installs it).
+struct Balancer {
+    _child: Child,
+    addr: SocketAddr,
+}
+
+impl Balancer {
+    async fn start(dir: &Path, name: &str, backends: &[SocketAddr]) -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let servers: String =
+            backends.iter().enumerate().map(|(i, b)| format!("    server gateway{i} {b}\n")).collect();
+        let config = format!(
+            "global\n    maxconn 4096\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
+             timeout server 30s\n\nfrontend mcp\n    bind {addr}\n    default_backend gateways\n\n\
+             backend gateways\n    balance roundrobin\n{servers}"
+        );
+        let file = dir.join(format!("haproxy-{name}.cfg"));
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-f")
+            .arg(&file)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run haproxy: {e} (install it: apt-get install haproxy)"));
+        listening(addr, "haproxy").await;
+        Self { _child: child, addr }
+    }
+}
+
 /// A `redis-server` on a free loopback port (from the Debian package;
 /// `cargo xtask bench` installs it), nothing persisted.
 struct Redis {
@@ -198,13 +241,8 @@ impl Redis {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run redis-server: {e} (install it: apt-get install redis-server)"));
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Self { _child: child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on {addr}");
+        listening(addr, "redis-server").await;
+        Self { _child: child, addr }
     }
 }
 
@@ -455,8 +493,17 @@ async fn run(settings: Settings) {
     let redis = Redis::start().await;
     let shared = format!("\n[state]\nredis = \"redis://{}\"\n{limits}", redis.addr);
     let limited_redis = start_gateway_with(warden, upstream, None, &dir, "limits-redis", &shared).await;
+    // The same gateway behind haproxy (round robin): alone, and three of
+    // them sharing the Redis, for the replicas' throughput beside one's.
+    let replicas = [
+        start_gateway_with(warden, upstream, None, &dir, "replica-1", &shared).await,
+        start_gateway_with(warden, upstream, None, &dir, "replica-2", &shared).await,
+        start_gateway_with(warden, upstream, None, &dir, "replica-3", &shared).await,
+    ];
+    let one = Balancer::start(&dir, "one", &[limited_redis.addr]).await;
+    let three = Balancer::start(&dir, "three", &replicas.iter().map(|g| g.addr).collect::<Vec<_>>()).await;
     let pid = |g: &Gateway| g.child.id();
-    let targets: [(&str, SocketAddr, bool, Option<u32>); 8] = [
+    let targets: [(&str, SocketAddr, bool, Option<u32>); 10] = [
         ("upstream directly", upstream, false, None),
         ("warden, no policies", empty.addr, true, pid(&empty)),
         ("warden, no policies, audit (fsync every 1 s)", interval.addr, true, pid(&interval)),
@@ -464,6 +511,8 @@ async fn run(settings: Settings) {
         ("warden, no policies, OTLP traces on", traced.addr, true, pid(&traced)),
         ("warden, no policies, limit + quota in memory", limited.addr, true, pid(&limited)),
         ("warden, no policies, limit + quota on Redis", limited_redis.addr, true, pid(&limited_redis)),
+        ("haproxy → 1 warden, limit + quota on Redis", one.addr, true, None),
+        ("haproxy → 3 wardens, limit + quota on Redis", three.addr, true, None),
         ("warden, quick-start chain (4 policies)", full.addr, true, pid(&full)),
     ];
 

@@ -85,11 +85,9 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
 }
 
 async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    let settings: &ServerSettings = admin.http.settings();
-    if let Err(response) = check_origin_and_host(settings, &request) {
-        return response;
-    }
-    let action = match (request.method(), request.uri().path()) {
+    // Probes first: they reveal nothing and change nothing, and a
+    // kubelet's Host is the pod's address, which no allowed_hosts names.
+    match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => return plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
             let missing = admin.gateway.not_ready();
@@ -98,6 +96,13 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
                 false => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not listed yet: {}", missing.join(", "))),
             };
         }
+        _ => {}
+    }
+    let settings: &ServerSettings = admin.http.settings();
+    if let Err(response) = check_origin_and_host(settings, &request) {
+        return response;
+    }
+    let action = match (request.method(), request.uri().path()) {
         (&Method::GET, "/admin/status") => "status",
         (&Method::GET, "/admin/metrics") => "metrics",
         (&Method::POST, "/admin/reload") => "reload",

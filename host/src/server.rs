@@ -23,7 +23,10 @@ use crate::{
     metrics::Metrics,
     reload::Reloader,
     state::StateStore,
-    transport::http::{self, HttpState},
+    transport::{
+        http::{self, HttpState},
+        seal::SessionSeal,
+    },
     usage::UsageMeter,
 };
 
@@ -80,6 +83,7 @@ fn gateway(
         naming: config.naming.clone(),
         history: config.sessions.history,
         max_histories: config.sessions.max,
+        history_ttl: config.sessions.idle_timeout,
         page_size: 500,
         required_scopes: config.required_scopes.clone(),
     };
@@ -111,8 +115,21 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         Arc::clone(&metrics),
         config.file.clone(),
     );
+    // Replicas sharing a Redis share the key that seals session ids, so a
+    // legacy session opened on one keeps working on every other.
+    let session_seal = match &*store {
+        StateStore::Redis(_) => {
+            let key = store.shared_secret("session-seal").await.map_err(|e| {
+                let mut problems = crate::config::Problems::new(&config.file);
+                problems.push("state.redis", e);
+                problems.into_error()
+            })?;
+            Some(Arc::new(SessionSeal::new(&key)))
+        }
+        StateStore::Memory(_) => None,
+    };
     let usage = UsageMeter::start(store, config.state.usage_retention);
-    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage })
+    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage, session_seal })
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within

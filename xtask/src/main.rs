@@ -29,7 +29,8 @@ const NPM_PEERS: [&str; 2] =
 /// a real load balancer in front of several gateways): (binary, package).
 const DEBIAN_PACKAGES: [(&str, &str); 2] = [("redis-server", "redis-server"), ("haproxy", "haproxy")];
 /// PyPI packages the end-to-end tests run, pinned.
-const PYPI_PEERS: [&str; 2] = ["mcp==2.3.0", "mcp-server-time==2026.10.19"];
+/// (kubernetes-validate checks deploy/kubernetes offline against the API's schemas.)
+const PYPI_PEERS: [&str; 3] = ["mcp==2.3.0", "mcp-server-time==2026.10.19", "kubernetes-validate==1.37.0"];
 
 fn main() -> ExitCode {
     let task = env::args().nth(1).unwrap_or_default();

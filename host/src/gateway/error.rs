@@ -49,10 +49,15 @@ pub enum GatewayError {
     /// The method is not one the gateway serves.
     #[error("method not found: {0}")]
     MethodNotFound(String),
-    /// A rate limit or quota refused the call, or the store they count in
-    /// cannot be reached and limits fail closed.
+    /// A rate limit or quota refused the call.
     #[error("{}", limit_message(.0))]
     Limited(Refusal),
+    /// The shared state store (limit counts, chain history) cannot be
+    /// reached and `[state] on_unavailable = "refuse"`; the store's error.
+    #[error(
+        "the shared state store is unreachable, so calls that need it are refused (state.on_unavailable = \"refuse\")"
+    )]
+    StateUnavailable(String),
     /// The audit log cannot be written and the gateway fails closed.
     #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
     AuditUnavailable,
@@ -76,7 +81,7 @@ impl GatewayError {
             Self::MethodNotFound(_) => "method-not-found",
             Self::Limited(Refusal::Rate(_)) => "rate-limited",
             Self::Limited(Refusal::Quota(_)) => "quota-exceeded",
-            Self::Limited(Refusal::Unavailable(_)) => "state-unavailable",
+            Self::StateUnavailable(_) | Self::Limited(Refusal::Unavailable(_)) => "state-unavailable",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -112,7 +117,9 @@ impl GatewayError {
                 "resetAt": reset_at(e),
                 "policy": { "quota": e.quota, "window": e.window_s },
             })),
-            Self::Limited(Refusal::Unavailable(_)) => RpcError::new(code::STATE_UNAVAILABLE, message),
+            Self::StateUnavailable(_) | Self::Limited(Refusal::Unavailable(_)) => {
+                RpcError::new(code::STATE_UNAVAILABLE, message)
+            }
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
         }
@@ -124,7 +131,7 @@ impl GatewayError {
             Self::Denied { rejection, .. } => rejection.reason.clone(),
             Self::ApprovalRequired(approval) => approval.prompt.clone(),
             // The store's own error stays in the log, not with the client.
-            Self::Limited(Refusal::Unavailable(error)) => format!("{self} ({error})"),
+            Self::StateUnavailable(error) | Self::Limited(Refusal::Unavailable(error)) => format!("{self} ({error})"),
             other => other.to_string(),
         }
     }
@@ -135,10 +142,7 @@ fn limit_message(refusal: &Refusal) -> String {
     match refusal {
         Refusal::Rate(e) => format!("rate limit {} exceeded: try again in {} ms", e.name, e.retry_after_ms),
         Refusal::Quota(e) => format!("quota {} is spent until {}", e.name, reset_at(e)),
-        Refusal::Unavailable(_) => {
-            "limits cannot be checked: the state store is unreachable, so calls are refused (state.on_unavailable = \"refuse\")"
-                .into()
-        }
+        Refusal::Unavailable(_) => GatewayError::StateUnavailable(String::new()).to_string(),
     }
 }
 

@@ -3,27 +3,119 @@
 //!
 //! Only calls the chain allowed are recorded, at dispatch. Lengths are bounded
 //! per key, and so is the number of keys (the least recently used goes).
+//!
+//! With `[state] redis`, the history lives in Redis ([`History::Shared`]), so
+//! a chain a policy blocks cannot be split across replicas: the call is
+//! recorded before it is answered, so a client's next call sees it on any
+//! replica. While Redis is unreachable, `state.on_unavailable` decides: the
+//! call is refused, or this replica's own history is used.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
-use crate::engine::{Call, PastCall};
+use crate::{
+    engine::{Call, PastCall},
+    state::{StateError, StateStore, Unavailable},
+};
+
+/// Recent calls per session: in this process, or shared in Redis.
+pub enum History {
+    /// In this process.
+    Local(LocalHistory),
+    /// In the state store, with a local fallback.
+    Shared {
+        /// The store.
+        store: Arc<StateStore>,
+        /// Calls kept per key.
+        per_key: usize,
+        /// How long a key's history outlives its last call.
+        ttl: Duration,
+        /// What happens while the store is unreachable.
+        on_unavailable: Unavailable,
+        /// Used while the store is unreachable, if `on_unavailable` allows.
+        fallback: LocalHistory,
+    },
+}
+
+impl History {
+    /// The calls recorded under `key`, oldest first.
+    pub async fn recent(&self, key: &str) -> Result<Vec<PastCall>, StateError> {
+        match self {
+            Self::Local(local) => Ok(local.recent(key)),
+            Self::Shared { store, on_unavailable, fallback, .. } => match store.history(key).await {
+                Ok(calls) => Ok(calls),
+                Err(error) if *on_unavailable == Unavailable::Local => {
+                    tracing::warn!(%error, "the state store is unreachable: chain history is this replica's own");
+                    Ok(fallback.recent(key))
+                }
+                Err(error) => Err(error),
+            },
+        }
+    }
+
+    /// Record a dispatched call.
+    pub async fn record(&self, key: &str, call: &Call) -> Result<(), StateError> {
+        match self {
+            Self::Local(local) => {
+                local.record(key, call);
+                Ok(())
+            }
+            Self::Shared { store, per_key, ttl, on_unavailable, fallback } => {
+                if *per_key == 0 {
+                    return Ok(());
+                }
+                fallback.record(key, call);
+                match store.remember(key, &past(call), *per_key, *ttl).await {
+                    Err(_) if *on_unavailable == Unavailable::Local => Ok(()),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Forget a session (it ended); in Redis, in the background (call within
+    /// a Tokio runtime).
+    pub fn forget(&self, key: &str) {
+        match self {
+            Self::Local(local) => local.forget(key),
+            Self::Shared { store, fallback, .. } => {
+                fallback.forget(key);
+                let (store, key) = (Arc::clone(store), key.to_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = store.forget(&key).await {
+                        tracing::debug!(%error, "cannot forget a session's history; it expires by itself");
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn past(call: &Call) -> PastCall {
+    PastCall {
+        kind: call.target.kind,
+        server: call.target.server.clone(),
+        name: call.target.name.clone(),
+        timestamp_ms: call.timestamp_ms,
+    }
+}
 
 struct Entry {
     calls: VecDeque<PastCall>,
     used: u64,
 }
 
-/// Recent calls per session.
-pub struct History {
+/// Recent calls per session, in this process.
+pub struct LocalHistory {
     per_key: usize,
     max_keys: usize,
     entries: Mutex<(HashMap<String, Entry>, u64)>,
 }
 
-impl History {
+impl LocalHistory {
     /// Keep `per_key` calls for at most `max_keys` sessions.
     pub fn new(per_key: usize, max_keys: usize) -> Self {
         Self { per_key, max_keys: max_keys.max(1), entries: Mutex::default() }
@@ -54,12 +146,7 @@ impl History {
         if entry.calls.len() == self.per_key {
             entry.calls.pop_front();
         }
-        entry.calls.push_back(PastCall {
-            kind: call.target.kind,
-            server: call.target.server.clone(),
-            name: call.target.name.clone(),
-            timestamp_ms: call.timestamp_ms,
-        });
+        entry.calls.push_back(past(call));
     }
 
     /// Forget a session (it ended).
@@ -81,7 +168,7 @@ mod tests {
 
     #[test]
     fn keeps_the_most_recent_calls_per_key() {
-        let history = History::new(2, 10);
+        let history = LocalHistory::new(2, 10);
         for name in ["a", "b", "c"] {
             history.record("s1", &named(name));
         }
@@ -95,7 +182,7 @@ mod tests {
 
     #[test]
     fn evicts_the_least_recently_used_key() {
-        let history = History::new(4, 2);
+        let history = LocalHistory::new(4, 2);
         history.record("a", &named("1"));
         history.record("b", &named("1"));
         history.record("a", &named("2"));

@@ -41,7 +41,7 @@ use crate::{
 };
 pub use context::RequestContext;
 pub use error::GatewayError;
-pub use history::History;
+pub use history::{History, LocalHistory};
 
 /// A policy chain and its generation (bumped on every swap).
 pub struct LiveChain {
@@ -70,8 +70,10 @@ pub struct Settings {
     pub naming: Naming,
     /// Past calls kept per session for chain policies.
     pub history: usize,
-    /// Most sessions (or principals) whose history is kept.
+    /// Most sessions (or principals) whose history is kept (in memory).
     pub max_histories: usize,
+    /// How long a history outlives its last call (in Redis).
+    pub history_ttl: Duration,
     /// Items per page of a list.
     pub page_size: usize,
     /// Scopes that tools require.
@@ -90,6 +92,9 @@ pub struct Governance {
     pub limiter: Arc<Limiter>,
     /// Chargeback counts.
     pub usage: Arc<UsageMeter>,
+    /// Seals legacy session ids so every replica can adopt them (with
+    /// `[state] redis`; `None`: sessions live on the replica that made them).
+    pub session_seal: Option<Arc<crate::transport::seal::SessionSeal>>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -194,7 +199,7 @@ impl Gateway {
         getrandom::fill(&mut prefix).expect("the OS provides randomness");
         let gateway = Arc::new(Self {
             catalog: Catalog::new(settings.naming.clone(), order),
-            history: History::new(settings.history, settings.max_histories),
+            history: history(&settings, &governance),
             settings,
             by_name: started.iter().map(|u| (u.name().to_owned(), Arc::clone(u))).collect(),
             upstreams: started,
@@ -327,6 +332,11 @@ impl Gateway {
         &self.governance.usage
     }
 
+    /// The seal for legacy session ids, when sessions are shared by replicas.
+    pub fn session_seal(&self) -> Option<Arc<crate::transport::seal::SessionSeal>> {
+        self.governance.session_seal.clone()
+    }
+
     /// The capabilities the gateway declares to clients.
     pub fn capabilities(&self) -> Value {
         json!({
@@ -422,7 +432,7 @@ impl Gateway {
                 // principal that may not read it may not watch it either.
                 // Unsubscribing is always allowed.
                 if method == "resources/subscribe" {
-                    self.screen(cx, caller, target, json!({ "uri": uri }))?;
+                    self.screen(cx, caller, target, json!({ "uri": uri })).await?;
                 } else {
                     cx.target(&target);
                 }
@@ -697,14 +707,18 @@ impl Gateway {
         input_schema: &Value,
     ) -> Result<Value, GatewayError> {
         // Limits first: a looping client is stopped before it costs a plugin
-        // run or an upstream call.
+        // run or an upstream call. The chain history is read at the same
+        // time (with Redis, both share one round trip on the connection).
         cx.target(&target);
-        let admitted =
-            self.governance.limiter.check(&caller.principal, &target).await.map_err(GatewayError::Limited)?;
+        let key = caller.history_key();
+        let (admitted, history) =
+            tokio::join!(self.governance.limiter.check(&caller.principal, &target), self.history.recent(&key));
+        let admitted = admitted.map_err(limit_refusal)?;
         cx.limits(&admitted);
+        let history = history.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
-        let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments)?;
+        let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;
         if rewrote {
             cx.forwarded(&call.arguments);
             if !arguments_key.is_empty() {
@@ -713,7 +727,9 @@ impl Gateway {
         }
 
         let upstream = self.upstream(&call.target.server)?;
-        self.history.record(&caller.history_key(), &call);
+        // Recorded before the call is made, so the client's next call sees
+        // it on whichever replica it lands.
+        self.history.record(&key, &call).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         let mut caller = caller.clone();
         // What the upstream asks the client mid-call (sampling, elicitation,
         // roots) and what it tells it (log messages, progress) reaches a
@@ -775,14 +791,16 @@ impl Gateway {
     /// fetching it (completions, subscriptions): a deny or an ask refuses,
     /// and a rewrite cannot apply, so it is ignored (and recorded so).
     /// Nothing is recorded in the history chain policies see: nothing was called.
-    fn screen(
+    async fn screen(
         &self,
         cx: &mut RequestContext,
         caller: &Caller,
         target: Target,
         arguments: Value,
     ) -> Result<(), GatewayError> {
-        let (_, _, rewrote) = self.decide_call(cx, caller, target, &arguments)?;
+        let history =
+            self.history.recent(&caller.history_key()).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
+        let (_, _, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;
         if rewrote {
             cx.outcome("rewrite-ignored");
         }
@@ -799,30 +817,18 @@ impl Gateway {
         caller: &Caller,
         target: Target,
         arguments: &Value,
+        history: Vec<crate::engine::PastCall>,
     ) -> Result<(Arc<LiveChain>, Call, bool), GatewayError> {
         let live = self.chain.load_full();
         cx.target(&target);
         cx.arguments(arguments);
         cx.chain(&live);
-        let mut call = self.call_record(caller, cx.id.clone(), target, arguments);
+        let mut call = call_record(caller, cx.id.clone(), target, arguments, history);
         let decision = live.chain.on_call(&mut call);
         cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
         refusal(decision.outcome)?;
         Ok((live, call, rewrote))
-    }
-
-    /// What the chain's on-call and on-result see of a request.
-    fn call_record(&self, caller: &Caller, request_id: String, target: Target, arguments: &Value) -> Call {
-        Call {
-            request_id,
-            session_id: caller.session.clone(),
-            principal: caller.principal.to_policy(),
-            target,
-            arguments: arguments.to_string(),
-            history: self.history.recent(&caller.history_key()),
-            timestamp_ms: now_ms(),
-        }
     }
 
     /// Send a request upstream. For a legacy client, `input_required` rounds
@@ -892,7 +898,7 @@ impl Gateway {
             }
             _ => return Err(GatewayError::InvalidParams("ref must be a ref/prompt or ref/resource".into())),
         };
-        self.screen(cx, caller, target, json!({ "completion": params }))?;
+        self.screen(cx, caller, target, json!({ "completion": params })).await?;
         if !upstream.server_info().is_some_and(|i| i.has("completions")) {
             return Ok(json!({ "completion": { "values": [], "hasMore": false } }));
         }
@@ -901,6 +907,50 @@ impl Gateway {
 
     fn upstream(&self, name: &str) -> Result<&Upstream, GatewayError> {
         self.by_name.get(name).map(|u| u.as_ref()).ok_or_else(|| GatewayError::Internal(format!("no upstream {name}")))
+    }
+}
+
+/// What the chain's on-call and on-result see of a request.
+fn call_record(
+    caller: &Caller,
+    request_id: String,
+    target: Target,
+    arguments: &Value,
+    history: Vec<crate::engine::PastCall>,
+) -> Call {
+    Call {
+        request_id,
+        session_id: caller.session.clone(),
+        principal: caller.principal.to_policy(),
+        target,
+        arguments: arguments.to_string(),
+        history,
+        timestamp_ms: now_ms(),
+    }
+}
+
+/// A limit stage refusal as the request path's error.
+fn limit_refusal(refusal: crate::limits::Refusal) -> GatewayError {
+    match refusal {
+        crate::limits::Refusal::Unavailable(error) => GatewayError::StateUnavailable(error),
+        refusal => GatewayError::Limited(refusal),
+    }
+}
+
+/// The chain history the settings and the state store call for: shared in
+/// Redis, or kept here.
+fn history(settings: &Settings, governance: &Governance) -> History {
+    let local = LocalHistory::new(settings.history, settings.max_histories);
+    let store = governance.limiter.store();
+    match &**store {
+        crate::state::StateStore::Memory(_) => History::Local(local),
+        crate::state::StateStore::Redis(_) => History::Shared {
+            store: Arc::clone(store),
+            per_key: settings.history,
+            ttl: settings.history_ttl,
+            on_unavailable: governance.limiter.on_unavailable(),
+            fallback: local,
+        },
     }
 }
 

@@ -159,6 +159,11 @@ impl Limiter {
         self.rules.load_full()
     }
 
+    /// What a check does while the store is unreachable.
+    pub fn on_unavailable(&self) -> Unavailable {
+        self.on_unavailable
+    }
+
     /// The store the limits count in.
     pub fn store(&self) -> &Arc<StateStore> {
         &self.store

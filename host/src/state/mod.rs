@@ -23,6 +23,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::engine::PastCall;
+
 /// `[state]`: where shared state lives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateSettings {
@@ -210,6 +212,45 @@ impl StateStore {
         }
     }
 
+    /// The chain history under `key`, oldest first (Redis only: in memory,
+    /// the gateway keeps history itself, bounded by `[sessions]`).
+    pub async fn history(&self, key: &str) -> Result<Vec<PastCall>, StateError> {
+        match self {
+            Self::Memory(_) => Err(not_shared()),
+            Self::Redis(store) => store.history(key).await,
+        }
+    }
+
+    /// Append a call to the history under `key`, keeping the last `keep`,
+    /// for `ttl` after the last call.
+    pub async fn remember(&self, key: &str, call: &PastCall, keep: usize, ttl: Duration) -> Result<(), StateError> {
+        match self {
+            Self::Memory(_) => Err(not_shared()),
+            Self::Redis(store) => store.remember(key, call, keep, ttl).await,
+        }
+    }
+
+    /// Forget the history under `key`.
+    pub async fn forget(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            Self::Memory(_) => Err(not_shared()),
+            Self::Redis(store) => store.forget(key).await,
+        }
+    }
+
+    /// A 32-byte secret shared by every gateway on this store, created by
+    /// the first that asks (in memory: this process's own).
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StateError> {
+        match self {
+            Self::Memory(_) => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| StateError(e.to_string()))?;
+                Ok(secret)
+            }
+            Self::Redis(store) => store.shared_secret(name).await,
+        }
+    }
+
     /// Usage from hour `since_hour` on (hours since the epoch), optionally of
     /// one tenant.
     pub async fn usage(&self, since_hour: u64, tenant: Option<&str>) -> Result<UsageTable, StateError> {
@@ -218,6 +259,10 @@ impl StateStore {
             Self::Redis(store) => store.usage(since_hour, now_us() / 3_600_000_000, tenant).await,
         }
     }
+}
+
+fn not_shared() -> StateError {
+    StateError("chain history is kept by the gateway itself when state is in memory".into())
 }
 
 /// Microseconds since the Unix epoch (this machine's clock; the Redis

@@ -12,6 +12,7 @@ use std::time::Duration;
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 
 use super::{Admission, Answer, StateError, StateSettings, Usage, UsageTable, Verdict};
+use crate::engine::{PastCall, TargetKind};
 
 /// Shared state in Redis.
 pub struct RedisStore {
@@ -176,11 +177,81 @@ impl RedisStore {
         Ok(table)
     }
 
+    /// The chain history under `key`, oldest first.
+    pub async fn history(&self, key: &str) -> Result<Vec<PastCall>, StateError> {
+        let mut connection = self.connection.clone();
+        let items: Vec<String> =
+            connection.lrange(self.key(&format!("history:{key}")), 0, -1).await.map_err(unreachable)?;
+        Ok(items.iter().filter_map(|item| decode_past(item)).collect())
+    }
+
+    /// Append a call to the history under `key`, keeping the last `keep`.
+    pub async fn remember(&self, key: &str, call: &PastCall, keep: usize, ttl: Duration) -> Result<(), StateError> {
+        let key = self.key(&format!("history:{key}"));
+        let mut connection = self.connection.clone();
+        redis::pipe()
+            .atomic()
+            .rpush(&key, encode_past(call))
+            .ignore()
+            .ltrim(&key, -(keep as isize), -1)
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unreachable)
+    }
+
+    /// Forget the history under `key`.
+    pub async fn forget(&self, key: &str) -> Result<(), StateError> {
+        let mut connection = self.connection.clone();
+        connection.del::<_, ()>(self.key(&format!("history:{key}"))).await.map_err(unreachable)
+    }
+
+    /// A secret every gateway on this Redis shares: the first to ask sets it.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StateError> {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        let key = self.key(&format!("secret:{name}"));
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StateError(e.to_string()))?;
+        let mut connection = self.connection.clone();
+        let _: bool = connection.set_nx(&key, STANDARD.encode(fresh)).await.map_err(unreachable)?;
+        let stored: String = connection.get(&key).await.map_err(unreachable)?;
+        let bytes = STANDARD.decode(stored.trim()).map_err(|e| StateError(format!("{key} is not base64: {e}")))?;
+        bytes.try_into().map_err(|_| StateError(format!("{key} does not hold 32 bytes")))
+    }
+
     /// Whether Redis answers (for readiness and the tests).
     pub async fn ping(&self) -> Result<(), StateError> {
         let mut connection = self.connection.clone();
         connection.ping::<String>().await.map(drop).map_err(unreachable)
     }
+}
+
+/// A past call as Redis keeps it: `[kind, server, name, timestamp_ms]`.
+fn encode_past(call: &PastCall) -> String {
+    let kind = match call.kind {
+        TargetKind::Tool => "tool",
+        TargetKind::Resource => "resource",
+        TargetKind::Prompt => "prompt",
+    };
+    serde_json::json!([kind, call.server, call.name, call.timestamp_ms]).to_string()
+}
+
+fn decode_past(text: &str) -> Option<PastCall> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let kind = match value.get(0)?.as_str()? {
+        "tool" => TargetKind::Tool,
+        "resource" => TargetKind::Resource,
+        "prompt" => TargetKind::Prompt,
+        _ => return None,
+    };
+    Some(PastCall {
+        kind,
+        server: value.get(1)?.as_str()?.to_owned(),
+        name: value.get(2)?.as_str()?.to_owned(),
+        timestamp_ms: value.get(3)?.as_u64()?,
+    })
 }
 
 /// A Redis URL without its password, for messages.

@@ -64,12 +64,13 @@ impl HttpState {
         sessions: SessionSettings,
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
+        let seal = gateway.session_seal();
         Arc::new(Self {
             gateway,
             auth,
             admission: Admission::new(settings.limits.clone(), Arc::clone(&metrics)),
             settings,
-            sessions: legacy::Sessions::new(sessions, Arc::clone(&metrics)),
+            sessions: legacy::Sessions::new(sessions, Arc::clone(&metrics), seal),
             metrics,
             parked: Arc::default(),
             server_info: json!({ "name": "warden", "title": "Warden MCP gateway", "version": env!("CARGO_PKG_VERSION") }),

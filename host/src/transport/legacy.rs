@@ -21,6 +21,7 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::seal::{Sealed, SessionSeal};
 use super::{
     Body, Exchange, SessionSettings, Stream, StreamPolicy, empty, json_response,
     limits::{self, Metrics, count},
@@ -175,30 +176,74 @@ pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     settings: SessionSettings,
     metrics: Arc<Metrics>,
+    /// Seals session ids so other replicas can adopt them (with `[state] redis`).
+    seal: Option<Arc<SessionSeal>>,
 }
 
+/// How old a sealed session may be when another replica adopts it.
+const MAX_ADOPTED_AGE: Duration = Duration::from_secs(24 * 3600);
+
 impl Sessions {
-    pub(crate) fn new(settings: SessionSettings, metrics: Arc<Metrics>) -> Self {
-        Self { map: Mutex::default(), settings, metrics }
+    pub(crate) fn new(settings: SessionSettings, metrics: Arc<Metrics>, seal: Option<Arc<SessionSeal>>) -> Self {
+        Self { map: Mutex::default(), settings, metrics, seal }
     }
 
-    /// A new session for `principal`. An identity at its own limit loses its
-    /// least recently used session (returned, to be forgotten); a gateway at
-    /// its total limit refuses, so no caller's sessions end for another's.
+    /// A new session for `principal` (see [`Sessions::insert`] for the bounds).
     fn create(
         &self,
         principal: Arc<Principal>,
         version: &'static str,
         client_capabilities: Value,
     ) -> Result<(Arc<Session>, Option<Arc<Session>>), RpcError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("the OS provides randomness");
-        let session = Arc::new(Session {
-            id: URL_SAFE_NO_PAD.encode(bytes),
-            principal: Arc::clone(&principal),
+        let id = match &self.seal {
+            Some(seal) => seal.seal(&Sealed {
+                identity: principal.identity_key(),
+                version: version.to_owned(),
+                capabilities: client_capabilities.clone(),
+                created_ms: crate::gateway::now_ms(),
+            }),
+            None => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).expect("the OS provides randomness");
+                URL_SAFE_NO_PAD.encode(bytes)
+            }
+        };
+        self.insert(self.session(id, principal, version, client_capabilities, false))
+    }
+
+    /// A session opened on another replica, from its sealed id, for the
+    /// identity sealed in it only; it counts toward this replica's bounds.
+    fn adopt(&self, id: &str, principal: &Arc<Principal>) -> Option<Arc<Session>> {
+        let sealed = self.seal.as_ref()?.open(id)?;
+        if sealed.identity != principal.identity_key() {
+            tracing::warn!(session = %id, subject = %principal.subject, "sealed session presented by another principal");
+            return None;
+        }
+        let age = crate::gateway::now_ms().saturating_sub(sealed.created_ms);
+        let version = mcp::LEGACY.iter().copied().find(|v| *v == sealed.version)?;
+        if age > MAX_ADOPTED_AGE.as_millis() as u64 {
+            return None;
+        }
+        let session = self.session(id.to_owned(), Arc::clone(principal), version, sealed.capabilities, true);
+        let (session, _) = self.insert(session).ok()?;
+        tracing::info!(session = %id, subject = %principal.subject, "session adopted from another replica");
+        Some(session)
+    }
+
+    fn session(
+        &self,
+        id: String,
+        principal: Arc<Principal>,
+        version: &'static str,
+        client_capabilities: Value,
+        initialized: bool,
+    ) -> Arc<Session> {
+        Arc::new(Session {
+            id,
+            principal,
             version,
             client_capabilities,
-            initialized: AtomicBool::new(false),
+            initialized: AtomicBool::new(initialized),
             last_used: Mutex::new(Instant::now()),
             streams: Mutex::default(),
             next_stream: AtomicU64::new(1),
@@ -211,7 +256,15 @@ impl Sessions {
             log_level: Mutex::default(),
             settings: self.settings.clone(),
             metrics: Arc::clone(&self.metrics),
-        });
+        })
+    }
+
+    /// Add a session within the bounds. An identity at its own limit loses
+    /// its least recently used session (returned, to be forgotten); a
+    /// gateway at its total limit refuses, so no caller's sessions end for
+    /// another's.
+    fn insert(&self, session: Arc<Session>) -> Result<(Arc<Session>, Option<Arc<Session>>), RpcError> {
+        let principal = Arc::clone(&session.principal);
         let mut map = self.map.lock().unwrap();
         // A scan, not an index: sessions start rarely next to the requests in them.
         let mine: Vec<&Arc<Session>> = map.values().filter(|s| s.principal.same_identity(&principal)).collect();
@@ -251,8 +304,9 @@ impl Sessions {
     /// principal's session is reported as unknown: sessions are not credentials.
     /// A refreshed token of the same identity (issuer, subject, tenant) keeps
     /// the session; its roles and scopes are the new token's.
-    fn get(&self, id: &str, principal: &Principal) -> Option<Arc<Session>> {
-        let session = self.map.lock().unwrap().get(id).cloned()?;
+    fn get(&self, id: &str, principal: &Arc<Principal>) -> Option<Arc<Session>> {
+        let known = self.map.lock().unwrap().get(id).cloned();
+        let Some(session) = known else { return self.adopt(id, principal) };
         if !session.principal.same_identity(principal) {
             tracing::warn!(session = %id, subject = %principal.subject, "session presented by another principal");
             return None;
@@ -648,7 +702,7 @@ mod tests {
     fn one_caller_cannot_end_another_callers_sessions() {
         let metrics = Arc::new(Metrics::default());
         let settings = SessionSettings { max: 6, max_per_principal: 5, ..SessionSettings::default() };
-        let sessions = Sessions::new(settings, Arc::clone(&metrics));
+        let sessions = Sessions::new(settings, Arc::clone(&metrics), None);
         let (victim, _) = open(&sessions, "victim").unwrap();
         let mut attackers = Vec::new();
         for _ in 0..60 {
@@ -675,7 +729,7 @@ mod tests {
     async fn requests_waiting_for_a_client_are_bounded() {
         let metrics = Arc::new(Metrics::default());
         let settings = SessionSettings { max_client_requests: 2, ..SessionSettings::default() };
-        let sessions = Sessions::new(settings, Arc::clone(&metrics));
+        let sessions = Sessions::new(settings, Arc::clone(&metrics), None);
         let (session, _) = open(&sessions, "p").unwrap();
         let (events, mut sent) = mpsc::unbounded_channel();
         let relay = Relay { session: Arc::clone(&session), events };

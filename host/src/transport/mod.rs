@@ -15,6 +15,7 @@ mod legacy;
 mod limits;
 mod modern;
 mod parked;
+pub mod seal;
 mod settings;
 pub mod stdio;
 mod stream;

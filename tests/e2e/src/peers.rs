@@ -75,7 +75,8 @@ impl Balancer {
             backends.iter().enumerate().map(|(i, p)| format!("    server gateway{i} 127.0.0.1:{p}\n")).collect();
         let config = format!(
             "global\n    maxconn 1024\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
-             timeout server 30s\n    option http-server-close\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
+             timeout server 30s\n    option http-server-close\n    \
+             retries 3\n    option redispatch\n\nfrontend mcp\n    bind 127.0.0.1:{port}\n    \
              default_backend gateways\n\nbackend gateways\n    balance roundrobin\n{servers}"
         );
         let file = dir.path().join("haproxy.cfg");

@@ -50,7 +50,7 @@ sha256 = "a2dcf9e7e7fbb532417b1cf437d4d7181ca1b24f4f2365d215c8624ef0189430"
 [[api_key]]
 subject = "demo-acme-engineer"
 tenant = "acme"
-roles = ["admin"]
+roles = ["engineer", "admin"]
 sha256 = "54c1e7841003db6d41b7cdcd3c675e5af9af86a970cc76f70ddfae2946fbe661"
 
 [[api_key]]
@@ -70,9 +70,15 @@ args = ["--workspace", "{{dir}}/workspace", "--outbox", "{{dir}}/outbox.jsonl"]
 
 /// A stateless tools/call of `query_analytics_db` as the holder of `key`, to `url`.
 async fn call_at(client: &HttpClient, url: &str, key: &str, id: u64) -> e2e::Reply {
+    let arguments = json!({ "query": "SELECT count(*) AS n FROM sales" });
+    tool_at(client, url, key, id, "query_analytics_db", arguments).await
+}
+
+/// A stateless tools/call of `tool` with `arguments`.
+async fn tool_at(client: &HttpClient, url: &str, key: &str, id: u64, tool: &str, arguments: Value) -> e2e::Reply {
     let params = json!({
-        "name": "query_analytics_db",
-        "arguments": { "query": "SELECT count(*) AS n FROM sales" },
+        "name": tool,
+        "arguments": arguments,
         "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {},
@@ -85,7 +91,7 @@ async fn call_at(client: &HttpClient, url: &str, key: &str, id: u64) -> e2e::Rep
         ("accept", "application/json, text/event-stream"),
         ("mcp-protocol-version", "2026-07-28"),
         ("mcp-method", "tools/call"),
-        ("mcp-name", "query_analytics_db"),
+        ("mcp-name", tool),
         ("authorization", auth.as_str()),
     ];
     client.send(url, hyper::Method::POST, &headers, &body).await
@@ -462,8 +468,8 @@ async fn redis_down_fails_closed_or_falls_back_and_service_resumes_when_it_retur
     let refused = call(&closed, ACME, 2).await.json();
     assert_eq!(refused["error"]["code"], STATE_UNAVAILABLE, "{refused}");
     assert!(refused["error"]["message"].as_str().unwrap().contains("state store is unreachable"), "{refused}");
-    // Calls no limit covers do not need the store.
-    assert_eq!(error_code(&call(&closed, GLOBEX, 3).await), None);
+    // Calls no limit covers need it too: the chain history is shared there.
+    assert_eq!(error_code(&call(&closed, GLOBEX, 3).await), Some(STATE_UNAVAILABLE));
     // The fallback replica serves on its own counts, and says so in the record.
     assert_eq!(error_code(&call(&local, ACME, 4).await), None);
     let fallback = decisions(&local).into_iter().find(|r| r["request"].is_string() && r["state_fallback"] == true);
@@ -483,4 +489,106 @@ async fn redis_down_fails_closed_or_falls_back_and_service_resumes_when_it_retur
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(resumed, "the gateway reconnects to Redis by itself");
+}
+
+const CHAIN: &str = r#"
+[[plugin]]
+name = "rbac"
+source = "builtin:rbac"
+[plugin.config]
+default = "deny"
+[plugin.config.roles.engineer]
+allow = ["demo/*"]
+
+[[plugin]]
+name = "chain-detect"
+source = "builtin:chain-detect"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_started_on_one_replica_is_blocked_on_another() {
+    let redis = Redis::start().await;
+    let chains = Scratch::new("chain");
+    let chain = chains.path().join("chain.toml");
+    std::fs::write(&chain, CHAIN).unwrap();
+    let gateways = replicas(&redis, &format!("[policy]\nchain = \"{}\"\n", chain.display()));
+    let client = HttpClient::default();
+    let read = json!({ "query": "SELECT count(*) AS n FROM sales" });
+    let first = tool_at(&client, &gateways[0].url, ADMIN, 1, "query_analytics_db", read).await;
+    assert_eq!(error_code(&first), None, "{first:?}");
+    // The same principal (stateless: history per principal) on another replica.
+    let write = json!({ "path": "leak.txt", "content": "rows" });
+    let second = tool_at(&client, &gateways[1].url, ADMIN, 2, "write_workspace_file", write).await.json();
+    assert_eq!(second["error"]["code"], -32010, "{second}");
+    assert_eq!(second["error"]["data"]["plugin"], "chain-detect", "{second}");
+    assert!(!gateways[1].dir.path().join("workspace/leak.txt").exists(), "the write never ran");
+}
+
+/// A legacy request in `session` through `url`; the JSON-RPC response.
+async fn legacy(
+    client: &HttpClient,
+    url: &str,
+    key: &str,
+    session: &str,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> e2e::Reply {
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", auth.as_str()),
+        ("mcp-session-id", session),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+    client.send(url, hyper::Method::POST, &headers, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_legacy_session_survives_its_replica_being_killed() {
+    let redis = Redis::start().await;
+    let mut gateways = replicas(&redis, "");
+    let ports: Vec<u16> = gateways.iter().map(Warden::port).collect();
+    let balancer = Balancer::start(&ports).await;
+    let url = balancer.url("/mcp");
+    let client = HttpClient::default();
+    let auth = format!("Bearer {ACME}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", auth.as_str()),
+    ];
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}});
+    let opened = client.send(&url, hyper::Method::POST, &headers, &init.to_string()).await;
+    assert_eq!(opened.status, 200, "{opened:?}");
+    let session = opened.header("mcp-session-id").unwrap().to_owned();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let session_headers =
+        [&headers[..], &[("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-11-25")]].concat();
+    assert_eq!(client.send(&url, hyper::Method::POST, &session_headers, &initialized).await.status, 202);
+
+    let query = || json!({"name": "query_analytics_db", "arguments": {"query": "SELECT count(*) AS n FROM sales"}});
+    // Round robin: every replica serves the session.
+    for id in 1..=6 {
+        let reply = legacy(&client, &url, ACME, &session, id, "tools/call", query()).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["result"]["isError"], false, "{reply:?}");
+    }
+    // Another identity cannot use it on any replica.
+    let stolen = legacy(&client, &gateways[2].url, GLOBEX, &session, 7, "tools/list", json!({})).await;
+    assert_eq!(stolen.status, 404, "{stolen:?}");
+
+    // Kill one replica mid-run: the balancer sends the next requests to the
+    // others, which serve the same session.
+    drop(gateways.remove(0));
+    for id in 8..=14 {
+        let reply = legacy(&client, &url, ACME, &session, id, "tools/call", query()).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["result"]["isError"], false, "{reply:?}");
+    }
+    let adopted = gateways.iter().filter(|g| g.log().contains("session adopted from another replica")).count();
+    assert!(adopted >= 1, "the surviving replicas adopted the session");
 }
