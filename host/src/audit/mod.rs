@@ -40,6 +40,15 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 
+/// The sequence number in a rotated file's name (`<stem>.<seq>.<ext>`,
+/// `seq` as 12 digits), if `part` is one.
+pub(crate) fn rotation_seq(part: &str) -> Option<u64> {
+    (part.len() == ROTATION_DIGITS && part.bytes().all(|b| b.is_ascii_digit())).then(|| part.parse().ok()).flatten()
+}
+
+/// Digits of the sequence number in a rotated file's name.
+pub(crate) const ROTATION_DIGITS: usize = 12;
+
 /// When a record is flushed to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {

@@ -270,10 +270,8 @@ pub fn verify(paths: &[PathBuf], options: &Options) -> Result<Report, Break> {
 fn live_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let parts: Vec<&str> = name.split('.').collect();
-    let rotated = parts.len() >= 2 && {
-        let digits = parts[parts.len() - if parts.len() >= 3 { 2 } else { 1 }];
-        digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit())
-    };
+    let rotated =
+        parts.len() >= 2 && super::rotation_seq(parts[parts.len() - if parts.len() >= 3 { 2 } else { 1 }]).is_some();
     if !rotated {
         return path.to_owned();
     }

@@ -413,8 +413,8 @@ pub fn checkpoint_path(live: &Path) -> PathBuf {
 fn rotated_path(live: &Path, first_seq: u64) -> PathBuf {
     let stem = live.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let name = match live.extension() {
-        Some(ext) => format!("{stem}.{first_seq:012}.{}", ext.to_string_lossy()),
-        None => format!("{stem}.{first_seq:012}"),
+        Some(ext) => format!("{stem}.{first_seq:0width$}.{}", ext.to_string_lossy(), width = super::ROTATION_DIGITS),
+        None => format!("{stem}.{first_seq:0width$}", width = super::ROTATION_DIGITS),
     };
     live.with_file_name(name)
 }
@@ -429,10 +429,8 @@ fn newest_rotated(live: &Path) -> Option<PathBuf> {
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().to_string_lossy().into_owned();
             let digits = name.strip_prefix(&format!("{stem}."))?.strip_suffix(&ext)?;
-            (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| (digits.parse::<u64>().ok(), dir.join(&name)))
+            Some((super::rotation_seq(digits)?, dir.join(&name)))
         })
-        .filter_map(|(seq, path)| Some((seq?, path)))
         .max_by_key(|(seq, _)| *seq)
         .map(|(_, path)| path)
 }

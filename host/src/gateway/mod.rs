@@ -727,9 +727,6 @@ impl Gateway {
         }
 
         let upstream = self.upstream(&call.target.server)?;
-        // Recorded before the call is made, so the client's next call sees
-        // it on whichever replica it lands.
-        self.history.record(&key, &call).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         let mut caller = caller.clone();
         // What the upstream asks the client mid-call (sampling, elicitation,
         // roots) and what it tells it (log messages, progress) reaches a
@@ -761,7 +758,18 @@ impl Gateway {
             crate::mcp::set_meta(&mut params, key, json!(value));
         }
         let sent = Instant::now();
-        let answer = self.dispatch(upstream, method, params, &caller).instrument(span).await;
+        // The call goes into the chain history while the upstream works on
+        // it, and is answered only once both are done: the client's next
+        // call sees it on whichever replica it lands, at no added latency.
+        // If the history cannot be written (Redis down), the next call is
+        // refused anyway unless `on_unavailable = "local"`.
+        let (recorded, answer) = tokio::join!(
+            self.history.record(&key, &call),
+            self.dispatch(upstream, method, params, &caller).instrument(span)
+        );
+        if let Err(error) = recorded {
+            tracing::warn!(%error, request = %cx.id, "the call is not in the shared chain history");
+        }
         cx.upstream(&answer, sent);
         if !admitted.charges.is_empty() {
             let (limiter, spent) = (Arc::clone(&self.governance.limiter), sent.elapsed());

@@ -24,12 +24,58 @@ pub struct Redis {
     /// Its port.
     pub port: u16,
     process: Option<Helper>,
+    extra: Vec<String>,
+    _certificates: Option<Scratch>,
 }
 
 impl Redis {
     /// Start one on a free port and wait until it accepts connections.
     pub async fn start() -> Self {
-        let mut redis = Self { port: free_port(), process: None };
+        Self::start_with(Vec::new(), None).await
+    }
+
+    /// One that wants `password` (`AUTH`) and speaks only TLS, with a
+    /// certificate for 127.0.0.1 from a fresh test CA, whose certificate
+    /// (PEM) is written to `ca_file`.
+    pub async fn start_tls(password: &str, ca_file: &std::path::Path) -> Self {
+        let dir = Scratch::new("redis-tls");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        std::fs::write(ca_file, ca.pem()).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let port = free_port();
+        let extra = [
+            "--requirepass",
+            password,
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert.display().to_string(),
+            "--tls-key-file",
+            &key.display().to_string(),
+            "--tls-ca-cert-file",
+            &ca_file.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut redis = Self { port, process: None, extra, _certificates: Some(dir) };
+        redis.resume().await;
+        redis
+    }
+
+    async fn start_with(extra: Vec<String>, certificates: Option<Scratch>) -> Self {
+        let mut redis = Self { port: free_port(), process: None, extra, _certificates: certificates };
         redis.resume().await;
         redis
     }
@@ -49,6 +95,7 @@ impl Redis {
         let mut command = Command::new(installed("redis-server"));
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -592,3 +592,41 @@ async fn a_legacy_session_survives_its_replica_being_killed() {
     let adopted = gateways.iter().filter(|g| g.log().contains("session adopted from another replica")).count();
     assert!(adopted >= 1, "the surviving replicas adopted the session");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_with_a_password_over_tls_is_used_and_a_wrong_password_or_untrusted_ca_exits_64() {
+    let certificates = Scratch::new("redis-ca");
+    let ca = certificates.path().join("ca.pem");
+    let redis = Redis::start_tls("s3cret", &ca).await;
+    let state = |password: &str, ca_file: bool| {
+        let ca_line = if ca_file { format!("ca_file = \"{}\"\n", ca.display()) } else { String::new() };
+        format!(
+            "[state]\nredis = \"rediss://:{password}@127.0.0.1:{}\"\ntimeout_ms = 1000\n{ca_line}\n\
+             [[limit]]\nname = \"one\"\nrate = \"1/hour\"\n",
+            redis.port
+        )
+    };
+    let warden = Warden::start(&config(&state("s3cret", true)));
+    assert_eq!(error_code(&call(&warden, ACME, 1).await), None);
+    assert_eq!(error_code(&call(&warden, ACME, 2).await), Some(RATE_LIMITED), "counted in that Redis");
+
+    for (password, ca_file, why) in
+        [("badpass9", true, "a wrong password"), ("s3cret", false, "an untrusted certificate")]
+    {
+        let dir = Scratch::new("redis-refused");
+        let file = dir.path().join("warden.toml");
+        let text = config(&state(password, ca_file))
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{demo}", &bin("warden-demo-upstream").display().to_string());
+        std::fs::write(&file, text).unwrap();
+        let output = Command::new(bin("warden"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{why}: {stderr}");
+        assert!(stderr.contains("state.redis"), "{why}: {stderr}");
+        assert!(!stderr.contains(password), "the password is never printed: {stderr}");
+    }
+}
