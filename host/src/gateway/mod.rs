@@ -116,7 +116,13 @@ pub struct Caller {
     pub traceparent: Option<String>,
     /// The W3C `tracestate` that came with it.
     pub tracestate: Option<String>,
+    /// Where the limit stage leaves the state of the tightest rule, for the
+    /// transport's `RateLimit` headers (HTTP only).
+    pub limit_note: Option<LimitNote>,
 }
+
+/// The limit state an answer reports, filled in by the limit stage.
+pub type LimitNote = Arc<Mutex<Option<crate::limits::Headline>>>;
 
 impl Caller {
     /// A caller with no session and nothing to relay to: what a transport
@@ -130,6 +136,7 @@ impl Caller {
             transport,
             traceparent: None,
             tracestate: None,
+            limit_note: None,
         }
     }
 
@@ -715,6 +722,9 @@ impl Gateway {
             tokio::join!(self.governance.limiter.check(&caller.principal, &target), self.history.recent(&key));
         let admitted = admitted.map_err(limit_refusal)?;
         cx.limits(&admitted);
+        if let (Some(note), Some(headline)) = (&caller.limit_note, &admitted.headline) {
+            *note.lock().unwrap() = Some(headline.clone());
+        }
         let history = history.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.

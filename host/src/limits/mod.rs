@@ -61,9 +61,27 @@ pub struct Exceeded {
     pub resets_at_ms: Option<u64>,
 }
 
+/// The enforced rule with the least room left after a call, for the
+/// `RateLimit-Policy` and `RateLimit` headers of its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Headline {
+    /// The rule's name.
+    pub name: String,
+    /// Calls (or quota units) per window.
+    pub quota: u64,
+    /// The window, seconds.
+    pub window_s: u64,
+    /// What is left.
+    pub remaining: u64,
+    /// Seconds until the rule is full again (a rate) or its window resets (a quota).
+    pub reset_s: u64,
+}
+
 /// What the limit stage noted about an admitted call.
 #[derive(Debug, Default)]
 pub struct Admitted {
+    /// The enforced rule with the least room left, if any rule matched.
+    pub headline: Option<Headline>,
     /// Shadow rules that would have refused it.
     pub shadow_refusals: Vec<String>,
     /// Whether the shared store was unreachable and local counts decided.
@@ -240,7 +258,22 @@ impl Limiter {
         };
         let mut shadow_refusals = Vec::new();
         let mut refusal = None;
+        let mut headline: Option<Headline> = None;
+        let mut consider = |candidate: Headline| {
+            if headline.as_ref().is_none_or(|h| candidate.remaining < h.remaining) {
+                headline = Some(candidate);
+            }
+        };
         for (rule, answer) in rates.iter().zip(&verdict.rates) {
+            if !rule.shadow {
+                consider(Headline {
+                    name: rule.name.clone(),
+                    quota: rule.count,
+                    window_s: rule.period.as_secs().max(1),
+                    remaining: answer.remaining,
+                    reset_s: answer.wait_us.div_ceil(1_000_000),
+                });
+            }
             let result = self.tally(&rule.name, "rate", rule.shadow, answer.conforms, verdict.admitted);
             if result == "shadow-refused" {
                 shadow_refusals.push(rule.name.clone());
@@ -255,6 +288,15 @@ impl Limiter {
             }
         }
         for ((rule, end, limit), answer) in quota_of.iter().zip(&verdict.quotas) {
+            if !rule.shadow {
+                consider(Headline {
+                    name: rule.name.clone(),
+                    quota: *limit,
+                    window_s: rule.window.length_s(now_ms),
+                    remaining: answer.remaining,
+                    reset_s: (end - now_ms).div_ceil(1000),
+                });
+            }
             let result = self.tally(&rule.name, "quota", rule.shadow, answer.conforms, verdict.admitted);
             if result == "shadow-refused" && !shadow_refusals.contains(&rule.name) {
                 shadow_refusals.push(rule.name.clone());
@@ -271,7 +313,7 @@ impl Limiter {
         match refusal {
             Some(refusal) => Err(refusal),
             None if !verdict.admitted => Err(Refusal::Unavailable("the store refused without a reason".into())),
-            None => Ok(Admitted { shadow_refusals, local_fallback, charges }),
+            None => Ok(Admitted { headline, shadow_refusals, local_fallback, charges }),
         }
     }
 

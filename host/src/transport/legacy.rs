@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     auth::Principal,
-    gateway::{Caller, Change, Gateway},
+    gateway::{Caller, Change, Gateway, LimitNote},
     mcp::{self, Message, RpcError, code, header as h, jsonrpc},
     upstream::{CallHooks, ClientRequests},
 };
@@ -497,6 +497,7 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
         *session.log_level.lock().unwrap() = params.get("level").and_then(Value::as_str).map(str::to_owned);
     }
     let (events, receiver) = mpsc::unbounded_channel();
+    let limit_note = LimitNote::default();
     let caller = Caller {
         principal: Arc::clone(&cx.principal),
         session: Some(session.id.clone()),
@@ -513,6 +514,7 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
         transport: "http",
         traceparent: super::http::traceparent(cx.headers),
         tracestate: super::http::tracestate(cx.headers),
+        limit_note: Some(Arc::clone(&limit_note)),
     };
     match method.as_str() {
         "resources/subscribe" | "resources/unsubscribe" => {
@@ -540,7 +542,7 @@ async fn request(cx: &Context<'_>, session: Arc<Session>, id: Value, method: Str
         in_flight_session.in_flight.lock().unwrap().remove(&key);
         result
     };
-    let exchange = Exchange { id, events: receiver, work: Box::pin(work) };
+    let exchange = Exchange { id, events: receiver, work: Box::pin(work), limit_note: Some(limit_note) };
     let prime = session.version == "2025-11-25";
     respond(
         exchange,
@@ -581,6 +583,7 @@ async fn post_batch(cx: &Context<'_>, batch: Vec<Value>) -> Response<Body> {
         transport: "http",
         traceparent: super::http::traceparent(cx.headers),
         tracestate: super::http::tracestate(cx.headers),
+        limit_note: None,
     };
     let mut answers = Vec::new();
     for value in batch {

@@ -66,6 +66,9 @@ pub(crate) struct Exchange {
     pub events: mpsc::UnboundedReceiver<Value>,
     /// The answer.
     pub work: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>,
+    /// Where the limit stage leaves the tightest rule's state, for the
+    /// answer's `RateLimit` headers.
+    pub limit_note: Option<crate::gateway::LimitNote>,
 }
 
 /// How an exchange's SSE stream behaves, and how errors map to HTTP statuses.
@@ -103,7 +106,7 @@ pub(crate) async fn respond(
     open_stream: impl FnOnce() -> StreamPolicy,
     finish: impl Fn(Result<Value, RpcError>) -> Result<Value, RpcError> + Send + 'static,
 ) -> Response<Body> {
-    let Exchange { id, mut events, mut work } = exchange;
+    let Exchange { id, mut events, mut work, limit_note } = exchange;
     let first = tokio::select! {
         biased;
         result = &mut work => match events.try_recv() {
@@ -116,7 +119,13 @@ pub(crate) async fn respond(
         Ok(result) => {
             let result = finish(result);
             let status = result.as_ref().err().map_or(StatusCode::OK, |e| error_status(modern, e));
-            let headers = result.as_ref().err().map(limit_headers).unwrap_or_default();
+            let headers = match &result {
+                Err(error) => refusal_headers(error),
+                Ok(_) => limit_note
+                    .and_then(|note| note.lock().unwrap().take())
+                    .map(|h| rate_limit_headers(&h.name, h.quota, h.window_s, h.remaining, h.reset_s))
+                    .unwrap_or_default(),
+            };
             let mut response = json_response(status, &answer(&id, result));
             for (name, value) in headers {
                 if let Ok(value) = header::HeaderValue::from_str(&value) {
@@ -170,25 +179,37 @@ pub(crate) async fn respond(
 
 /// For a call a rate limit or quota refused: `Retry-After`, and the
 /// `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft
-/// (draft-ietf-httpapi-ratelimit-headers-10: `"<name>";q=<quota>;w=<window
-/// seconds>` and `"<name>";r=<remaining>;t=<seconds until reset>`). The
-/// answer stays HTTP 200 with the JSON-RPC error: MCP clients treat other
-/// statuses as a broken transport and would lose the error's data.
-fn limit_headers(error: &RpcError) -> Vec<(header::HeaderName, String)> {
+/// (draft-ietf-httpapi-ratelimit-headers-10). The answer stays HTTP 200 with
+/// the JSON-RPC error: MCP clients treat other statuses as a broken
+/// transport and would lose the error's data.
+fn refusal_headers(error: &RpcError) -> Vec<(header::HeaderName, String)> {
     use crate::mcp::code;
     if !matches!(error.code, code::RATE_LIMITED | code::QUOTA_EXCEEDED) {
         return Vec::new();
     }
     let Some(data) = &error.data else { return Vec::new() };
     let name = data.get("limit").or_else(|| data.get("quota")).and_then(Value::as_str).unwrap_or_default();
-    let name: String = name.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\')).collect();
     let retry_s = data.get("retryAfterMs").and_then(Value::as_u64).unwrap_or_default().div_ceil(1000);
     let quota = data.pointer("/policy/quota").and_then(Value::as_u64).unwrap_or_default();
     let window = data.pointer("/policy/window").and_then(Value::as_u64).unwrap_or_default();
+    let mut headers = rate_limit_headers(name, quota, window, 0, retry_s);
+    headers.push((header::RETRY_AFTER, retry_s.to_string()));
+    headers
+}
+
+/// `RateLimit-Policy: "<name>";q=<quota>;w=<window s>` and
+/// `RateLimit: "<name>";r=<remaining>;t=<seconds until reset>`.
+fn rate_limit_headers(
+    name: &str,
+    quota: u64,
+    window_s: u64,
+    remaining: u64,
+    reset_s: u64,
+) -> Vec<(header::HeaderName, String)> {
+    let name: String = name.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\')).collect();
     vec![
-        (header::RETRY_AFTER, retry_s.to_string()),
-        (header::HeaderName::from_static("ratelimit-policy"), format!("\"{name}\";q={quota};w={window}")),
-        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r=0;t={retry_s}")),
+        (header::HeaderName::from_static("ratelimit-policy"), format!("\"{name}\";q={quota};w={window_s}")),
+        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r={remaining};t={reset_s}")),
     ]
 }
 

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     auth::Principal,
-    gateway::{Caller, Change, Gateway},
+    gateway::{Caller, Change, Gateway, LimitNote},
     mcp::{self, Message, RpcError, code, header as h, jsonrpc, meta},
     upstream::CallHooks,
 };
@@ -146,6 +146,7 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
         "subscriptions/listen" => listen(&cx, id, &params),
         _ => {
             let (events, receiver) = mpsc::unbounded_channel();
+            let limit_note = LimitNote::default();
             let mut caller = Caller {
                 principal: Arc::clone(&cx.principal),
                 session: None,
@@ -162,6 +163,7 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                 transport: "http",
                 traceparent: super::http::traceparent(cx.headers),
                 tracestate: super::http::tracestate(cx.headers),
+                limit_note: Some(Arc::clone(&limit_note)),
             };
             let gateway = Arc::clone(cx.gateway);
             let server_info = cx.server_info.clone();
@@ -190,7 +192,7 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                     Box::pin(async move { gateway.handle(&caller, &method, params).await })
                 };
             let finish = move |result: Result<Value, RpcError>| result.map(|r| decorate(r, &server_info, cacheable));
-            let exchange = Exchange { id, events: receiver, work: Box::pin(work) };
+            let exchange = Exchange { id, events: receiver, work: Box::pin(work), limit_note: Some(limit_note) };
             respond(
                 exchange,
                 true,

@@ -208,6 +208,7 @@ fn on_message(gateway: &Arc<Gateway>, connection: &Arc<Connection>, value: Value
                 transport: "stdio",
                 traceparent: None,
                 tracestate: None,
+                limit_note: None,
             };
             let (abort, registration) = AbortHandle::new_pair();
             let request_key = key(&id);

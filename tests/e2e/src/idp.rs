@@ -75,14 +75,7 @@ impl Idp {
     /// [`Idp::start`], over https with a certificate for 127.0.0.1 from a
     /// fresh test CA, whose certificate (PEM) is written to `ca_file`.
     pub async fn start_tls(client: (&str, &str), audience: &str, ca_file: &std::path::Path) -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        std::fs::write(ca_file, ca.pem()).unwrap();
+        let (leaf, leaf_key) = crate::loopback_certificate(ca_file);
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()

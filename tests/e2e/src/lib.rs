@@ -81,6 +81,20 @@ impl Drop for Scratch {
     }
 }
 
+/// A certificate for 127.0.0.1 from a fresh test CA, whose certificate
+/// (PEM) is written to `ca_file`: the leaf and its key pair.
+pub fn loopback_certificate(ca_file: &Path) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    std::fs::write(ca_file, ca.pem()).unwrap();
+    (leaf, leaf_key)
+}
+
 /// Free a port on loopback (for an upstream that must be told its port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

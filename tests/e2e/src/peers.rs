@@ -39,14 +39,7 @@ impl Redis {
     /// (PEM) is written to `ca_file`.
     pub async fn start_tls(password: &str, ca_file: &std::path::Path) -> Self {
         let dir = Scratch::new("redis-tls");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let leaf = leaf.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        std::fs::write(ca_file, ca.pem()).unwrap();
+        let (leaf, leaf_key) = crate::loopback_certificate(ca_file);
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert, leaf.pem()).unwrap();
         std::fs::write(&key, leaf_key.serialize_pem()).unwrap();

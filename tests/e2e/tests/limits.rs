@@ -166,7 +166,14 @@ shadow = true
     for id in 0..12 {
         let reply = call(&warden, ACME, id).await;
         match error_code(&reply) {
-            None => assert!(refusals.is_empty(), "admitted after a refusal: the bucket refills at 1 per 12 s"),
+            None => {
+                assert!(refusals.is_empty(), "admitted after a refusal: the bucket refills at 1 per 12 s");
+                // Every answer says what is left of the tightest rule.
+                let left = format!("\"acme-calls\";r={};t=", 4 - id);
+                assert!(reply.header("ratelimit").is_some_and(|h| h.starts_with(&left)), "{left}: {reply:?}");
+                assert_eq!(reply.header("ratelimit-policy"), Some("\"acme-calls\";q=5;w=60"));
+                assert_eq!(reply.header("retry-after"), None);
+            }
             Some(code) => {
                 assert_eq!(code, RATE_LIMITED, "{reply:?}");
                 refusals.push(reply);
@@ -191,6 +198,7 @@ shadow = true
     for id in 100..130 {
         let reply = call(&warden, GLOBEX, id).await;
         assert_eq!(error_code(&reply), None, "{reply:?}");
+        assert_eq!(reply.header("ratelimit"), None, "a shadow rule is not announced");
     }
 
     // Every refusal is audited with the rule that made it; every shadow
