@@ -3,10 +3,10 @@
 //!
 //! A tool call flows through one flat function, [`Gateway::call_tool`]:
 //! route → scopes → limits → policy (on-call) → upstream → policy
-//! (on-result) → audit. Resource
-//! reads and prompt fetches take the same path. Listings pass the chain's
-//! on-list hook once per principal and catalog version, and the result is
-//! cached; a tool hidden from a principal cannot be called by it either.
+//! (on-result) → audit. Resource reads and prompt fetches take the same
+//! path. Listings pass the chain's on-list hook once per principal and
+//! catalog version, and the result is cached; a tool hidden from a
+//! principal cannot be called by it either.
 
 mod context;
 mod error;
@@ -715,7 +715,7 @@ impl Gateway {
     ) -> Result<Value, GatewayError> {
         // Limits first: a looping client is stopped before it costs a plugin
         // run or an upstream call. The chain history is read at the same
-        // time (with Redis, both share one round trip on the connection).
+        // time (with Redis, both requests travel together on the connection).
         cx.target(&target);
         let key = caller.history_key();
         let (admitted, history) =

@@ -178,14 +178,20 @@ pub(crate) struct Sessions {
     metrics: Arc<Metrics>,
     /// Seals session ids so other replicas can adopt them (with `[state] redis`).
     seal: Option<Arc<SessionSeal>>,
+    /// Sealed sessions that ended here (deleted, expired, evicted), so this
+    /// replica never adopts them back; bounded, oldest forgotten first.
+    ended: Mutex<(HashSet<String>, std::collections::VecDeque<String>)>,
 }
+
+/// Most ended sealed sessions remembered.
+const MAX_ENDED: usize = 65_536;
 
 /// How old a sealed session may be when another replica adopts it.
 const MAX_ADOPTED_AGE: Duration = Duration::from_secs(24 * 3600);
 
 impl Sessions {
     pub(crate) fn new(settings: SessionSettings, metrics: Arc<Metrics>, seal: Option<Arc<SessionSeal>>) -> Self {
-        Self { map: Mutex::default(), settings, metrics, seal }
+        Self { map: Mutex::default(), settings, metrics, seal, ended: Mutex::default() }
     }
 
     /// A new session for `principal` (see [`Sessions::insert`] for the bounds).
@@ -215,6 +221,9 @@ impl Sessions {
     /// identity sealed in it only; it counts toward this replica's bounds.
     fn adopt(&self, id: &str, principal: &Arc<Principal>) -> Option<Arc<Session>> {
         let sealed = self.seal.as_ref()?.open(id)?;
+        if self.ended.lock().unwrap().0.contains(id) {
+            return None;
+        }
         if sealed.identity != principal.identity_key() {
             tracing::warn!(session = %id, subject = %principal.subject, "sealed session presented by another principal");
             return None;
@@ -228,6 +237,23 @@ impl Sessions {
         let (session, _) = self.insert(session).ok()?;
         tracing::info!(session = %id, subject = %principal.subject, "session adopted from another replica");
         Some(session)
+    }
+
+    /// Remember that a session ended here (only sealed ones could come back).
+    fn ended(&self, id: &str) {
+        if self.seal.is_none() {
+            return;
+        }
+        let mut guard = self.ended.lock().unwrap();
+        let (set, order) = &mut *guard;
+        if order.len() >= MAX_ENDED
+            && let Some(oldest) = order.pop_front()
+        {
+            set.remove(&oldest);
+        }
+        if set.insert(id.to_owned()) {
+            order.push_back(id.to_owned());
+        }
     }
 
     fn session(
@@ -273,6 +299,7 @@ impl Sessions {
         let evicted = if held >= self.settings.max_per_principal {
             let oldest = oldest.and_then(|id| map.remove(&id));
             if let Some(oldest) = &oldest {
+                self.ended(&oldest.id);
                 count(&self.metrics.sessions_evicted);
                 tracing::info!(
                     session = %oldest.id,
@@ -318,6 +345,9 @@ impl Sessions {
     fn remove(&self, id: &str) -> Option<Arc<Session>> {
         let mut map = self.map.lock().unwrap();
         let removed = map.remove(id);
+        if removed.is_some() {
+            self.ended(id);
+        }
         self.metrics.sessions_open.store(map.len() as u64, Ordering::Relaxed);
         removed
     }
@@ -333,6 +363,7 @@ impl Sessions {
             .collect();
         for id in &expired {
             if let Some(session) = map.remove(id) {
+                self.ended(id);
                 session.end();
             }
         }

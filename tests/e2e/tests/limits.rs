@@ -599,6 +599,15 @@ async fn a_legacy_session_survives_its_replica_being_killed() {
     }
     let adopted = gateways.iter().filter(|g| g.log().contains("session adopted from another replica")).count();
     assert!(adopted >= 1, "the surviving replicas adopted the session");
+
+    // Ended on a replica, it stays ended there: not adopted back.
+    let survivor = &gateways[0].url;
+    let ask = legacy(&client, survivor, ACME, &session, 15, "tools/list", json!({})).await;
+    assert_eq!(ask.status, 200, "{ask:?}");
+    let ended = client.send(survivor, hyper::Method::DELETE, &session_headers, "").await;
+    assert_eq!(ended.status, 204, "{ended:?}");
+    let after = legacy(&client, survivor, ACME, &session, 16, "tools/list", json!({})).await;
+    assert_eq!(after.status, 404, "a deleted session is not adopted back: {after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
