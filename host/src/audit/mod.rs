@@ -400,12 +400,23 @@ pub struct PendingDecision {
     pub record: Decision,
     auditor: Auditor,
     written: bool,
+    /// Told about the record if the request is dropped unanswered.
+    on_cancel: Option<OnCancel>,
 }
+
+/// What [`PendingDecision::on_cancel`] registers.
+type OnCancel = Box<dyn FnOnce(&Decision) + Send>;
 
 impl PendingDecision {
     /// Start a record for `auditor`.
     pub fn new(auditor: Auditor, record: Decision) -> Self {
-        Self { record, auditor, written: false }
+        Self { record, auditor, written: false, on_cancel: None }
+    }
+
+    /// Call `f` with the record if the request is dropped before it is
+    /// written (it is then `cancelled`), whether or not the log is on.
+    pub fn on_cancel(&mut self, f: impl FnOnce(&Decision) + Send + 'static) {
+        self.on_cancel = Some(Box::new(f));
     }
 
     /// Where the record goes.
@@ -426,8 +437,14 @@ impl PendingDecision {
 
 impl Drop for PendingDecision {
     fn drop(&mut self) {
-        if !self.written && self.auditor.is_on() {
-            self.record.outcome = "cancelled";
+        if self.written {
+            return;
+        }
+        self.record.outcome = "cancelled";
+        if let Some(cancelled) = self.on_cancel.take() {
+            cancelled(&self.record);
+        }
+        if self.auditor.is_on() {
             let _ = self.auditor.submit(self.record.to_line(), false);
         }
     }

@@ -103,11 +103,16 @@ impl RequestContext {
             outcome: "allowed",
             ..Decision::default()
         };
+        let mut decision = PendingDecision::new(governance.auditor.clone(), record);
+        // A cancelled call still counts for chargeback: it was routed, and
+        // the upstream may have worked on it.
+        let usage = Arc::clone(&governance.usage);
+        decision.on_cancel(move |record| meter(&usage, record));
         Self {
             id,
             started: Instant::now(),
             span,
-            decision: PendingDecision::new(governance.auditor.clone(), record),
+            decision,
             metrics: Arc::clone(&governance.metrics),
             usage: Arc::clone(&governance.usage),
         }
@@ -245,13 +250,7 @@ impl RequestContext {
             outcome: record.outcome,
             elapsed: self.started.elapsed(),
         });
-        if let Some(server) = &record.server {
-            // Chargeback: every routed request that was answered; refused
-            // means the gateway refused it (an upstream error was still a call).
-            let refused = !matches!(record.outcome, "allowed" | "rewritten" | "rewrite-ignored" | "upstream-error");
-            let upstream = record.upstream.as_ref().map(|u| std::time::Duration::from_micros(u.micros));
-            self.usage.note(record.tenant.as_deref(), server, refused, upstream);
-        }
+        meter(&self.usage, record);
         span.record("warden.outcome", record.outcome);
         if matches!(record.outcome, "upstream-error" | "error" | "audit-unavailable") {
             span.record("otel.status_code", "ERROR");
@@ -273,6 +272,17 @@ impl RequestContext {
             Ok(_) if !written && auditor.refusing() => Err(GatewayError::AuditUnavailable.to_rpc()),
             answer => answer,
         }
+    }
+}
+
+/// Count a routed request for chargeback; refused means the gateway refused
+/// it (an upstream error, or a client's cancel, was still a call).
+fn meter(usage: &UsageMeter, record: &Decision) {
+    if let Some(server) = &record.server {
+        let refused =
+            !matches!(record.outcome, "allowed" | "rewritten" | "rewrite-ignored" | "upstream-error" | "cancelled");
+        let upstream = record.upstream.as_ref().map(|u| std::time::Duration::from_micros(u.micros));
+        usage.note(record.tenant.as_deref(), server, refused, upstream);
     }
 }
 

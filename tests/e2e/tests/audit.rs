@@ -247,9 +247,9 @@ async fn every_refusal_path_leaves_exactly_one_record_with_its_outcome() {
 }
 
 #[tokio::test]
-async fn a_cancelled_call_is_recorded_as_cancelled() {
+async fn a_cancelled_call_is_recorded_as_cancelled_and_counted() {
     let dir = Scratch::new("audit-cancel");
-    let warden = start(&dir);
+    let warden = start_with(&dir, "[admin]\nrole = \"engineer\"\n");
     let session = warden.initialize(ANALYST, "2025-11-25").await;
     let slow = warden.call(ANALYST, &session, 1, "tools/call", tool("query_analytics_db", json!({"query": SLOW})));
     let cancel = async {
@@ -274,6 +274,14 @@ async fn a_cancelled_call_is_recorded_as_cancelled() {
         assert!(Instant::now() < deadline, "outcomes: {outcomes:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Chargeback counts it as a call (the upstream may have worked on it),
+    // not as a refusal.
+    let url = warden.admin("/admin/usage?since=1h&tenant=acme");
+    let reply = warden.send_to(&url, hyper::Method::GET, &[("authorization", &format!("Bearer {ENGINEER}"))], "").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let report: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(report["tenants"][0]["usage"]["calls"], 1, "{report}");
+    assert_eq!(report["tenants"][0]["usage"]["refused"], 0, "{report}");
 }
 
 /// A sealed log with some traffic, copied out of its gateway's folder.
