@@ -442,6 +442,19 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// An `[[api_key]]` table for one of the quick start's demo keys (the key is
+/// its subject), with these roles; its tenant is the subject's second word.
+pub fn demo_key(subject: &str, roles: &[&str]) -> String {
+    let sha256 = match subject {
+        "demo-acme-analyst" => "a2dcf9e7e7fbb532417b1cf437d4d7181ca1b24f4f2365d215c8624ef0189430",
+        "demo-acme-engineer" => "54c1e7841003db6d41b7cdcd3c675e5af9af86a970cc76f70ddfae2946fbe661",
+        "demo-globex-analyst" => "82214eba94ece514e1e0e50a4120bef972b42ae2c7605bf9df33e11313d8eebb",
+        other => panic!("{other} is not a demo key"),
+    };
+    let tenant = subject.split('-').nth(1).unwrap();
+    format!("\n[[api_key]]\nsubject = \"{subject}\"\ntenant = \"{tenant}\"\nroles = {roles:?}\nsha256 = \"{sha256}\"\n")
+}
+
 /// Tool names in a `tools/list` response.
 pub fn tool_names(response: &Value) -> Vec<String> {
     response["result"]["tools"]

@@ -15,7 +15,7 @@ use std::{
 };
 
 use e2e::{
-    HttpClient, Scratch, Warden, bin,
+    HttpClient, Scratch, Warden, bin, demo_key,
     peers::{Balancer, Redis},
 };
 use serde_json::{Value, json};
@@ -41,30 +41,15 @@ role = "admin"
 file = "{{dir}}/audit/warden.jsonl"
 fsync = "record"
 
-[[api_key]]
-subject = "demo-acme-analyst"
-tenant = "acme"
-roles = ["analyst"]
-sha256 = "a2dcf9e7e7fbb532417b1cf437d4d7181ca1b24f4f2365d215c8624ef0189430"
-
-[[api_key]]
-subject = "demo-acme-engineer"
-tenant = "acme"
-roles = ["engineer", "admin"]
-sha256 = "54c1e7841003db6d41b7cdcd3c675e5af9af86a970cc76f70ddfae2946fbe661"
-
-[[api_key]]
-subject = "demo-globex-analyst"
-tenant = "globex"
-roles = ["analyst"]
-sha256 = "82214eba94ece514e1e0e50a4120bef972b42ae2c7605bf9df33e11313d8eebb"
-
+{keys}
 [[upstream]]
 name = "demo"
 command = "{{demo}}"
 args = ["--workspace", "{{dir}}/workspace", "--outbox", "{{dir}}/outbox.jsonl"]
 {extra}
-"#
+"#,
+        keys = [demo_key(ACME, &["analyst"]), demo_key(ADMIN, &["engineer", "admin"]), demo_key(GLOBEX, &["analyst"])]
+            .concat(),
     )
 }
 
