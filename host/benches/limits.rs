@@ -59,7 +59,7 @@ fn rate_limit_and_quota(bencher: divan::Bencher) {
         name: "query_analytics_db".into(),
         annotations: ToolAnnotations::default(),
     };
-    bencher.bench_local(|| runtime().block_on(limiter.check(&principal, &target)).unwrap());
+    bencher.bench_local(|| runtime().block_on(limiter.check(&principal, &target, None)).unwrap());
 }
 
 #[divan::bench]
@@ -78,5 +78,5 @@ fn no_rule_matches(bencher: divan::Bencher) {
         name: "q".into(),
         annotations: ToolAnnotations::default(),
     };
-    bencher.bench_local(|| runtime().block_on(limiter.check(&principal, &target)).unwrap());
+    bencher.bench_local(|| runtime().block_on(limiter.check(&principal, &target, None)).unwrap());
 }

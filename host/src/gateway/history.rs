@@ -56,6 +56,17 @@ impl History {
         }
     }
 
+    /// The calls this replica itself recorded under `key` (all of them in
+    /// memory; with Redis, what it would fall back on); `None` if it keeps
+    /// no history.
+    pub fn local(&self, key: &str) -> Option<Vec<PastCall>> {
+        match self {
+            Self::Local(local) => Some(local.recent(key)),
+            Self::Shared { on_unavailable: Unavailable::Local, fallback, .. } => Some(fallback.recent(key)),
+            Self::Shared { .. } => None,
+        }
+    }
+
     /// Record a dispatched call.
     pub async fn record(&self, key: &str, call: &Call) -> Result<(), StateError> {
         match self {

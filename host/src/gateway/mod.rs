@@ -714,18 +714,26 @@ impl Gateway {
         input_schema: &Value,
     ) -> Result<Value, GatewayError> {
         // Limits first: a looping client is stopped before it costs a plugin
-        // run or an upstream call. The chain history is read at the same
-        // time (with Redis, both requests travel together on the connection).
+        // run or an upstream call. A shared chain history is read by the
+        // same store call (on Redis: one round trip for both).
         cx.target(&target);
         let key = caller.history_key();
-        let (admitted, history) =
-            tokio::join!(self.governance.limiter.check(&caller.principal, &target), self.history.recent(&key));
-        let admitted = admitted.map_err(limit_refusal)?;
+        let shared = matches!(self.history, History::Shared { .. }).then_some(key.as_str());
+        let mut admitted =
+            self.governance.limiter.check(&caller.principal, &target, shared).await.map_err(limit_refusal)?;
         cx.limits(&admitted);
         if let (Some(note), Some(headline)) = (&caller.limit_note, &admitted.headline) {
             *note.lock().unwrap() = Some(headline.clone());
         }
-        let history = history.map_err(|e| GatewayError::StateUnavailable(e.0))?;
+        let history = match admitted.history.take() {
+            Some(history) => history,
+            // Kept here, or (the store unreachable, on_unavailable = "local")
+            // this replica's own.
+            None => self
+                .history
+                .local(&key)
+                .ok_or_else(|| GatewayError::StateUnavailable("the chain history was not read".into()))?,
+        };
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
         let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;

@@ -89,6 +89,9 @@ pub struct Admitted {
     /// Upstream-time quota counters to charge once the call is done:
     /// (key, ttl in ms).
     pub charges: Vec<(String, u64)>,
+    /// The chain history asked for, as the store answered it (`None`: not
+    /// asked for, or decided on local counts).
+    pub history: Option<Vec<crate::engine::PastCall>>,
 }
 
 /// The limit stage: the live rules and the store they count in.
@@ -188,18 +191,22 @@ impl Limiter {
     }
 
     /// Decide a call of `principal` to `target`.
-    pub async fn check(&self, principal: &Principal, target: &Target) -> Result<Admitted, Refusal> {
+    /// With `history`, the chain history under that key is read in the
+    /// same round trip (on Redis) and returned in [`Admitted::history`].
+    pub async fn check(
+        &self,
+        principal: &Principal,
+        target: &Target,
+        history: Option<&str>,
+    ) -> Result<Admitted, Refusal> {
         let rules = self.rules.load();
-        if rules.is_empty() {
-            return Ok(Admitted::default());
-        }
         let now_ms = now_us() / 1000;
         let rates: Vec<&RateRule> = rules.rates.iter().filter(|r| r.scope.covers(principal, target)).collect();
         let quotas: Vec<&QuotaRule> = rules.quotas.iter().filter(|q| q.scope.covers(principal, target)).collect();
-        if rates.is_empty() && quotas.is_empty() {
+        if rates.is_empty() && quotas.is_empty() && history.is_none() {
             return Ok(Admitted::default());
         }
-        let mut admission = Admission::default();
+        let mut admission = Admission { history: history.map(str::to_owned), ..Admission::default() };
         for rule in &rates {
             admission.rates.push(RateDemand {
                 key: format!("rate:{}:{}", rule.name, rule.key.of(principal, target)),
@@ -313,7 +320,7 @@ impl Limiter {
         match refusal {
             Some(refusal) => Err(refusal),
             None if !verdict.admitted => Err(Refusal::Unavailable("the store refused without a reason".into())),
-            None => Ok(Admitted { headline, shadow_refusals, local_fallback, charges }),
+            None => Ok(Admitted { headline, shadow_refusals, local_fallback, charges, history: verdict.history }),
         }
     }
 

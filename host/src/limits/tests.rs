@@ -33,13 +33,13 @@ fn limiter(toml: &str) -> Limiter {
 async fn a_refusal_names_the_rule_and_when_to_come_back() {
     let limiter = limiter("[[limit]]\nname = \"slow\"\nrate = \"2/min\"\nburst = 1\n");
     let acme = principal("acme", "ann", &[]);
-    assert!(limiter.check(&acme, &tool("files", "read")).await.is_ok());
-    let Err(Refusal::Rate(refusal)) = limiter.check(&acme, &tool("files", "read")).await else { panic!() };
+    assert!(limiter.check(&acme, &tool("files", "read"), None).await.is_ok());
+    let Err(Refusal::Rate(refusal)) = limiter.check(&acme, &tool("files", "read"), None).await else { panic!() };
     assert_eq!(refusal.name, "slow");
     assert!((29_000..=30_000).contains(&refusal.retry_after_ms), "{}", refusal.retry_after_ms);
     assert_eq!((refusal.quota, refusal.window_s), (2, 60));
     // Keyed by tenant (the default): another tenant has its own bucket.
-    assert!(limiter.check(&principal("globex", "gus", &[]), &tool("files", "read")).await.is_ok());
+    assert!(limiter.check(&principal("globex", "gus", &[]), &tool("files", "read"), None).await.is_ok());
 }
 
 #[tokio::test]
@@ -57,16 +57,16 @@ tools = ["files/write_*"]
     );
     let analyst = principal("acme", "ann", &["analyst"]);
     let write = tool("files", "write_file");
-    assert!(limiter.check(&analyst, &write).await.is_ok());
-    assert!(limiter.check(&analyst, &write).await.is_err());
+    assert!(limiter.check(&analyst, &write, None).await.is_ok());
+    assert!(limiter.check(&analyst, &write, None).await.is_err());
     // Per tool: another write tool has its own bucket.
-    assert!(limiter.check(&analyst, &tool("files", "write_note")).await.is_ok());
+    assert!(limiter.check(&analyst, &tool("files", "write_note"), None).await.is_ok());
     // Not covered: another role, tenant, tool, or a resource.
-    assert!(limiter.check(&principal("acme", "eve", &["engineer"]), &write).await.is_ok());
-    assert!(limiter.check(&principal("globex", "gus", &["analyst"]), &write).await.is_ok());
-    assert!(limiter.check(&analyst, &tool("files", "read_file")).await.is_ok());
+    assert!(limiter.check(&principal("acme", "eve", &["engineer"]), &write, None).await.is_ok());
+    assert!(limiter.check(&principal("globex", "gus", &["analyst"]), &write, None).await.is_ok());
+    assert!(limiter.check(&analyst, &tool("files", "read_file"), None).await.is_ok());
     let resource = Target { kind: TargetKind::Resource, ..tool("files", "write_file") };
-    assert!(limiter.check(&analyst, &resource).await.is_ok());
+    assert!(limiter.check(&analyst, &resource, None).await.is_ok());
 }
 
 #[tokio::test]
@@ -89,9 +89,9 @@ shadow = true
 "#,
     );
     let acme = principal("acme", "ann", &[]);
-    let first = limiter.check(&acme, &tool("files", "read")).await.unwrap();
+    let first = limiter.check(&acme, &tool("files", "read"), None).await.unwrap();
     assert!(first.shadow_refusals.is_empty());
-    let Err(Refusal::Quota(refusal)) = limiter.check(&acme, &tool("files", "read")).await else { panic!() };
+    let Err(Refusal::Quota(refusal)) = limiter.check(&acme, &tool("files", "read"), None).await else { panic!() };
     assert_eq!(refusal.name, "tiny");
     assert_eq!(refusal.window_s, 3600);
     assert!(refusal.resets_at_ms.unwrap() % 3_600_000 == 0, "an hour window ends on the hour");

@@ -71,7 +71,7 @@ impl MemoryStore {
                 }
             }
         }
-        Verdict { admitted, rates, quotas }
+        Verdict { admitted, rates, quotas, history: None }
     }
 
     /// Add `amount` to a counter.

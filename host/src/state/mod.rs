@@ -102,6 +102,10 @@ pub struct Admission {
     pub rates: Vec<RateDemand>,
     /// Quota counters.
     pub quotas: Vec<QuotaDemand>,
+    /// A chain history to read in the same round trip (its key, see
+    /// [`StateStore::history`]); Redis only: in memory, the gateway keeps
+    /// history itself.
+    pub history: Option<String>,
 }
 
 /// How one demand stood.
@@ -126,6 +130,8 @@ pub struct Verdict {
     pub rates: Vec<Answer>,
     /// Answers to `quotas`, in order.
     pub quotas: Vec<Answer>,
+    /// The history asked for, oldest first (`None` if none was asked for).
+    pub history: Option<Vec<PastCall>>,
 }
 
 /// Usage of one tenant on one upstream.

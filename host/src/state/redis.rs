@@ -67,7 +67,7 @@ impl RedisStore {
     /// Decide `admission` in one round trip.
     pub async fn admit(&self, admission: &Admission) -> Result<Verdict, StateError> {
         let mut invocation = self.admit.prepare_invoke();
-        invocation.arg(admission.rates.len());
+        invocation.arg(admission.rates.len()).arg(u8::from(admission.history.is_some()));
         for demand in &admission.rates {
             invocation
                 .key(self.key(&demand.key))
@@ -83,22 +83,40 @@ impl RedisStore {
                 .arg(demand.ttl_ms)
                 .arg(u8::from(demand.enforce));
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await.map_err(unreachable)?;
-        let expected = 1 + 3 * (admission.rates.len() + admission.quotas.len());
-        if reply.len() != expected {
-            return Err(StateError(format!("the admission script answered {} values, not {expected}", reply.len())));
+        if let Some(history) = &admission.history {
+            invocation.key(self.key(&history_key(history)));
         }
-        let answer = |i: usize| Answer {
-            conforms: reply[1 + 3 * i] == 1,
-            remaining: reply[2 + 3 * i].max(0) as u64,
-            wait_us: reply[3 + 3 * i].max(0) as u64,
+        let mut connection = self.connection.clone();
+        let reply: Vec<redis::Value> = invocation.invoke_async(&mut connection).await.map_err(unreachable)?;
+        let expected = 1 + 3 * (admission.rates.len() + admission.quotas.len());
+        let number = |i: usize| match reply.get(i) {
+            Some(redis::Value::Int(n)) => Ok(*n),
+            other => Err(StateError(format!("the admission script answered {other:?} at {i}, not a number"))),
+        };
+        let answer = |i: usize| -> Result<Answer, StateError> {
+            Ok(Answer {
+                conforms: number(1 + 3 * i)? == 1,
+                remaining: number(2 + 3 * i)?.max(0) as u64,
+                wait_us: number(3 + 3 * i)?.max(0) as u64,
+            })
         };
         let n = admission.rates.len();
+        let history = admission.history.as_ref().map(|_| {
+            reply
+                .get(expected..)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|item| match item {
+                    redis::Value::BulkString(bytes) => decode_past(std::str::from_utf8(bytes).ok()?),
+                    _ => None,
+                })
+                .collect()
+        });
         Ok(Verdict {
-            admitted: reply[0] == 1,
-            rates: (0..n).map(answer).collect(),
-            quotas: (n..n + admission.quotas.len()).map(answer).collect(),
+            admitted: number(0)? == 1,
+            rates: (0..n).map(answer).collect::<Result<_, _>>()?,
+            quotas: (n..n + admission.quotas.len()).map(answer).collect::<Result<_, _>>()?,
+            history,
         })
     }
 
@@ -180,14 +198,13 @@ impl RedisStore {
     /// The chain history under `key`, oldest first.
     pub async fn history(&self, key: &str) -> Result<Vec<PastCall>, StateError> {
         let mut connection = self.connection.clone();
-        let items: Vec<String> =
-            connection.lrange(self.key(&format!("history:{key}")), 0, -1).await.map_err(unreachable)?;
+        let items: Vec<String> = connection.lrange(self.key(&history_key(key)), 0, -1).await.map_err(unreachable)?;
         Ok(items.iter().filter_map(|item| decode_past(item)).collect())
     }
 
     /// Append a call to the history under `key`, keeping the last `keep`.
     pub async fn remember(&self, key: &str, call: &PastCall, keep: usize, ttl: Duration) -> Result<(), StateError> {
-        let key = self.key(&format!("history:{key}"));
+        let key = self.key(&history_key(key));
         let mut connection = self.connection.clone();
         redis::pipe()
             .atomic()
@@ -205,7 +222,7 @@ impl RedisStore {
     /// Forget the history under `key`.
     pub async fn forget(&self, key: &str) -> Result<(), StateError> {
         let mut connection = self.connection.clone();
-        connection.del::<_, ()>(self.key(&format!("history:{key}"))).await.map_err(unreachable)
+        connection.del::<_, ()>(self.key(&history_key(key))).await.map_err(unreachable)
     }
 
     /// A secret every gateway on this Redis shares: the first to ask sets it.
@@ -226,6 +243,11 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         connection.ping::<String>().await.map(drop).map_err(unreachable)
     }
+}
+
+/// Where the chain history under `key` lives (before the namespace).
+fn history_key(key: &str) -> String {
+    format!("history:{key}")
 }
 
 /// A past call as Redis keeps it: `[kind, server, name, timestamp_ms]`.
