@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     chain::{Approval, Rejection},
-    limits::Refusal,
+    limits::{Exceeded, Refusal},
     mcp::{RpcError, code},
 };
 
@@ -49,9 +49,12 @@ pub enum GatewayError {
     /// The method is not one the gateway serves.
     #[error("method not found: {0}")]
     MethodNotFound(String),
-    /// A rate limit or quota refused the call.
-    #[error("{}", limit_message(.0))]
-    Limited(Refusal),
+    /// A rate limit has no room for the call now.
+    #[error("rate limit {} exceeded: try again in {} ms", .0.name, .0.retry_after_ms)]
+    RateLimited(Exceeded),
+    /// A quota is spent for its window.
+    #[error("quota {} is spent until {}", .0.name, reset_at(.0))]
+    QuotaExceeded(Exceeded),
     /// The shared state store (limit counts, chain history) cannot be
     /// reached and `[state] on_unavailable = "refuse"`; the store's error.
     #[error(
@@ -79,9 +82,9 @@ impl GatewayError {
             Self::ApprovalRequired(_) => "approval-required",
             Self::Upstream(_) => "upstream-error",
             Self::MethodNotFound(_) => "method-not-found",
-            Self::Limited(Refusal::Rate(_)) => "rate-limited",
-            Self::Limited(Refusal::Quota(_)) => "quota-exceeded",
-            Self::StateUnavailable(_) | Self::Limited(Refusal::Unavailable(_)) => "state-unavailable",
+            Self::RateLimited(_) => "rate-limited",
+            Self::QuotaExceeded(_) => "quota-exceeded",
+            Self::StateUnavailable(_) => "state-unavailable",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -106,20 +109,18 @@ impl GatewayError {
                 .with_data(json!({ "plugin": approval.plugin, "prompt": approval.prompt })),
             Self::Upstream(error) => error.clone(),
             Self::MethodNotFound(_) => RpcError::new(code::METHOD_NOT_FOUND, message),
-            Self::Limited(Refusal::Rate(e)) => RpcError::new(code::RATE_LIMITED, message).with_data(json!({
+            Self::RateLimited(e) => RpcError::new(code::RATE_LIMITED, message).with_data(json!({
                 "limit": e.name,
                 "retryAfterMs": e.retry_after_ms,
                 "policy": { "quota": e.quota, "window": e.window_s },
             })),
-            Self::Limited(Refusal::Quota(e)) => RpcError::new(code::QUOTA_EXCEEDED, message).with_data(json!({
+            Self::QuotaExceeded(e) => RpcError::new(code::QUOTA_EXCEEDED, message).with_data(json!({
                 "quota": e.name,
                 "retryAfterMs": e.retry_after_ms,
                 "resetAt": reset_at(e),
                 "policy": { "quota": e.quota, "window": e.window_s },
             })),
-            Self::StateUnavailable(_) | Self::Limited(Refusal::Unavailable(_)) => {
-                RpcError::new(code::STATE_UNAVAILABLE, message)
-            }
+            Self::StateUnavailable(_) => RpcError::new(code::STATE_UNAVAILABLE, message),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
         }
@@ -131,23 +132,24 @@ impl GatewayError {
             Self::Denied { rejection, .. } => rejection.reason.clone(),
             Self::ApprovalRequired(approval) => approval.prompt.clone(),
             // The store's own error stays in the log, not with the client.
-            Self::StateUnavailable(error) | Self::Limited(Refusal::Unavailable(error)) => format!("{self} ({error})"),
+            Self::StateUnavailable(error) => format!("{self} ({error})"),
             other => other.to_string(),
         }
     }
 }
 
-/// The client-facing message of a limit refusal.
-fn limit_message(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::Rate(e) => format!("rate limit {} exceeded: try again in {} ms", e.name, e.retry_after_ms),
-        Refusal::Quota(e) => format!("quota {} is spent until {}", e.name, reset_at(e)),
-        Refusal::Unavailable(_) => GatewayError::StateUnavailable(String::new()).to_string(),
-    }
-}
-
 /// When a quota resets, RFC 3339.
-fn reset_at(exceeded: &crate::limits::Exceeded) -> String {
+fn reset_at(exceeded: &Exceeded) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(exceeded.resets_at_ms.unwrap_or_default());
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Rate(exceeded) => Self::RateLimited(exceeded),
+            Refusal::Quota(exceeded) => Self::QuotaExceeded(exceeded),
+            Refusal::Unavailable(error) => Self::StateUnavailable(error),
+        }
+    }
 }

@@ -719,12 +719,18 @@ impl Gateway {
         cx.target(&target);
         let key = caller.history_key();
         let shared = matches!(self.history, History::Shared { .. }).then_some(key.as_str());
-        let mut admitted =
-            self.governance.limiter.check(&caller.principal, &target, shared).await.map_err(limit_refusal)?;
-        cx.limits(&admitted);
-        if let (Some(note), Some(headline)) = (&caller.limit_note, &admitted.headline) {
-            *note.lock().unwrap() = Some(headline.clone());
+        let checked = self.governance.limiter.check(&caller.principal, &target, shared).await;
+        // The tightest rule's state (or the refusing one's) goes to the
+        // transport for the answer's RateLimit headers.
+        let headline = match &checked {
+            Ok(admitted) => admitted.headline.clone(),
+            Err(refusal) => refusal.headline(),
+        };
+        if let (Some(note), Some(headline)) = (&caller.limit_note, headline) {
+            *note.lock().unwrap() = Some(headline);
         }
+        let mut admitted = checked?;
+        cx.limits(&admitted);
         let history = match admitted.history.take() {
             Some(history) => history,
             // Kept here, or (the store unreachable, on_unavailable = "local")
@@ -952,14 +958,6 @@ fn call_record(
         arguments: arguments.to_string(),
         history,
         timestamp_ms: now_ms(),
-    }
-}
-
-/// A limit stage refusal as the request path's error.
-fn limit_refusal(refusal: crate::limits::Refusal) -> GatewayError {
-    match refusal {
-        crate::limits::Refusal::Unavailable(error) => GatewayError::StateUnavailable(error),
-        refusal => GatewayError::Limited(refusal),
     }
 }
 

@@ -45,6 +45,22 @@ pub enum Refusal {
     Unavailable(String),
 }
 
+impl Refusal {
+    /// The refusing rule's state, for the answer's `RateLimit` headers.
+    pub fn headline(&self) -> Option<Headline> {
+        let (Self::Rate(e) | Self::Quota(e)) = self else { return None };
+        let retry_s = e.retry_after_ms.div_ceil(1000);
+        Some(Headline {
+            name: e.name.clone(),
+            quota: e.quota,
+            window_s: e.window_s,
+            remaining: 0,
+            reset_s: retry_s,
+            retry_after_s: Some(retry_s),
+        })
+    }
+}
+
 /// Which rule refused, and when to come back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exceeded {
@@ -73,8 +89,18 @@ pub struct Headline {
     pub window_s: u64,
     /// What is left.
     pub remaining: u64,
-    /// Seconds until the rule is full again (a rate) or its window resets (a quota).
+    /// Seconds until the rule is full again (a rate) or its window resets
+    /// (a quota); for a refusal, until a call would be admitted.
     pub reset_s: u64,
+    /// For a refusal, seconds until the client should try again (`Retry-After`).
+    pub retry_after_s: Option<u64>,
+}
+
+impl Headline {
+    /// The refusal this rule's state makes.
+    fn exceeded(&self, retry_after_ms: u64, resets_at_ms: Option<u64>) -> Exceeded {
+        Exceeded { name: self.name.clone(), retry_after_ms, quota: self.quota, window_s: self.window_s, resets_at_ms }
+    }
 }
 
 /// What the limit stage noted about an admitted call.
@@ -175,11 +201,6 @@ impl Limiter {
         })
     }
 
-    /// The live rules.
-    pub fn rules(&self) -> Arc<Limits> {
-        self.rules.load_full()
-    }
-
     /// What a check does while the store is unreachable.
     pub fn on_unavailable(&self) -> Unavailable {
         self.on_unavailable
@@ -266,55 +287,41 @@ impl Limiter {
         let mut shadow_refusals = Vec::new();
         let mut refusal = None;
         let mut headline: Option<Headline> = None;
-        let mut consider = |candidate: Headline| {
-            if headline.as_ref().is_none_or(|h| candidate.remaining < h.remaining) {
-                headline = Some(candidate);
+        // Each demand: its rule's state after the call, how it was decided,
+        // and when to come back if it refused.
+        let rates = rates.iter().zip(&verdict.rates).map(|(rule, answer)| {
+            let state = Headline {
+                name: rule.name.clone(),
+                quota: rule.count,
+                window_s: rule.period.as_secs().max(1),
+                remaining: answer.remaining,
+                reset_s: answer.wait_us.div_ceil(1_000_000),
+                retry_after_s: None,
+            };
+            ("rate", rule.shadow, answer.conforms, answer.wait_us.div_ceil(1000), None, state)
+        });
+        let quotas = quota_of.iter().zip(&verdict.quotas).map(|((rule, end, limit), answer)| {
+            let state = Headline {
+                name: rule.name.clone(),
+                quota: *limit,
+                window_s: rule.window.length_s(now_ms),
+                remaining: answer.remaining,
+                reset_s: (end - now_ms).div_ceil(1000),
+                retry_after_s: None,
+            };
+            ("quota", rule.shadow, answer.conforms, end - now_ms, Some(*end), state)
+        });
+        for (kind, shadow, conforms, retry_after_ms, resets_at_ms, state) in rates.chain(quotas) {
+            match self.tally(&state.name, kind, shadow, conforms, verdict.admitted) {
+                "shadow-refused" if !shadow_refusals.contains(&state.name) => shadow_refusals.push(state.name.clone()),
+                "refused" if refusal.is_none() => {
+                    let exceeded = state.exceeded(retry_after_ms, resets_at_ms);
+                    refusal = Some(if kind == "rate" { Refusal::Rate(exceeded) } else { Refusal::Quota(exceeded) });
+                }
+                _ => {}
             }
-        };
-        for (rule, answer) in rates.iter().zip(&verdict.rates) {
-            if !rule.shadow {
-                consider(Headline {
-                    name: rule.name.clone(),
-                    quota: rule.count,
-                    window_s: rule.period.as_secs().max(1),
-                    remaining: answer.remaining,
-                    reset_s: answer.wait_us.div_ceil(1_000_000),
-                });
-            }
-            let result = self.tally(&rule.name, "rate", rule.shadow, answer.conforms, verdict.admitted);
-            if result == "shadow-refused" {
-                shadow_refusals.push(rule.name.clone());
-            } else if result == "refused" && refusal.is_none() {
-                refusal = Some(Refusal::Rate(Exceeded {
-                    name: rule.name.clone(),
-                    retry_after_ms: answer.wait_us.div_ceil(1000),
-                    quota: rule.count,
-                    window_s: rule.period.as_secs().max(1),
-                    resets_at_ms: None,
-                }));
-            }
-        }
-        for ((rule, end, limit), answer) in quota_of.iter().zip(&verdict.quotas) {
-            if !rule.shadow {
-                consider(Headline {
-                    name: rule.name.clone(),
-                    quota: *limit,
-                    window_s: rule.window.length_s(now_ms),
-                    remaining: answer.remaining,
-                    reset_s: (end - now_ms).div_ceil(1000),
-                });
-            }
-            let result = self.tally(&rule.name, "quota", rule.shadow, answer.conforms, verdict.admitted);
-            if result == "shadow-refused" && !shadow_refusals.contains(&rule.name) {
-                shadow_refusals.push(rule.name.clone());
-            } else if result == "refused" && refusal.is_none() {
-                refusal = Some(Refusal::Quota(Exceeded {
-                    name: rule.name.clone(),
-                    retry_after_ms: end - now_ms,
-                    quota: *limit,
-                    window_s: rule.window.length_s(now_ms),
-                    resets_at_ms: Some(*end),
-                }));
+            if !shadow && headline.as_ref().is_none_or(|h| state.remaining < h.remaining) {
+                headline = Some(state);
             }
         }
         match refusal {

@@ -237,12 +237,6 @@ impl RedisStore {
         let bytes = STANDARD.decode(stored.trim()).map_err(|e| StateError(format!("{key} is not base64: {e}")))?;
         bytes.try_into().map_err(|_| StateError(format!("{key} does not hold 32 bytes")))
     }
-
-    /// Whether Redis answers (for readiness and the tests).
-    pub async fn ping(&self) -> Result<(), StateError> {
-        let mut connection = self.connection.clone();
-        connection.ping::<String>().await.map(drop).map_err(unreachable)
-    }
 }
 
 /// Where the chain history under `key` lives (before the namespace).

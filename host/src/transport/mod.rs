@@ -119,15 +119,9 @@ pub(crate) async fn respond(
         Ok(result) => {
             let result = finish(result);
             let status = result.as_ref().err().map_or(StatusCode::OK, |e| error_status(modern, e));
-            let headers = match &result {
-                Err(error) => refusal_headers(error),
-                Ok(_) => limit_note
-                    .and_then(|note| note.lock().unwrap().take())
-                    .map(|h| rate_limit_headers(&h.name, h.quota, h.window_s, h.remaining, h.reset_s))
-                    .unwrap_or_default(),
-            };
+            let headers = limit_note.and_then(|note| note.lock().unwrap().take()).map(|h| rate_limit_headers(&h));
             let mut response = json_response(status, &answer(&id, result));
-            for (name, value) in headers {
+            for (name, value) in headers.unwrap_or_default() {
                 if let Ok(value) = header::HeaderValue::from_str(&value) {
                     response.headers_mut().insert(name, value);
                 }
@@ -177,40 +171,26 @@ pub(crate) async fn respond(
         .expect("valid response")
 }
 
-/// For a call a rate limit or quota refused: `Retry-After`, and the
-/// `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft
-/// (draft-ietf-httpapi-ratelimit-headers-10). The answer stays HTTP 200 with
-/// the JSON-RPC error: MCP clients treat other statuses as a broken
-/// transport and would lose the error's data.
-fn refusal_headers(error: &RpcError) -> Vec<(header::HeaderName, String)> {
-    use crate::mcp::code;
-    if !matches!(error.code, code::RATE_LIMITED | code::QUOTA_EXCEEDED) {
-        return Vec::new();
+/// The IETF httpapi draft's fields (draft-ietf-httpapi-ratelimit-headers-10)
+/// for a call's tightest (or refusing) rule:
+/// `RateLimit-Policy: "<name>";q=<quota>;w=<window s>`,
+/// `RateLimit: "<name>";r=<remaining>;t=<seconds until reset>`, and for a
+/// refusal `Retry-After`. A refusal stays HTTP 200 with the JSON-RPC error:
+/// MCP clients treat other statuses as a broken transport and would lose
+/// the error's data.
+fn rate_limit_headers(rule: &crate::limits::Headline) -> Vec<(header::HeaderName, String)> {
+    let name: String = rule.name.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\')).collect();
+    let mut headers = vec![
+        (
+            header::HeaderName::from_static("ratelimit-policy"),
+            format!("\"{name}\";q={};w={}", rule.quota, rule.window_s),
+        ),
+        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r={};t={}", rule.remaining, rule.reset_s)),
+    ];
+    if let Some(retry) = rule.retry_after_s {
+        headers.push((header::RETRY_AFTER, retry.to_string()));
     }
-    let Some(data) = &error.data else { return Vec::new() };
-    let name = data.get("limit").or_else(|| data.get("quota")).and_then(Value::as_str).unwrap_or_default();
-    let retry_s = data.get("retryAfterMs").and_then(Value::as_u64).unwrap_or_default().div_ceil(1000);
-    let quota = data.pointer("/policy/quota").and_then(Value::as_u64).unwrap_or_default();
-    let window = data.pointer("/policy/window").and_then(Value::as_u64).unwrap_or_default();
-    let mut headers = rate_limit_headers(name, quota, window, 0, retry_s);
-    headers.push((header::RETRY_AFTER, retry_s.to_string()));
     headers
-}
-
-/// `RateLimit-Policy: "<name>";q=<quota>;w=<window s>` and
-/// `RateLimit: "<name>";r=<remaining>;t=<seconds until reset>`.
-fn rate_limit_headers(
-    name: &str,
-    quota: u64,
-    window_s: u64,
-    remaining: u64,
-    reset_s: u64,
-) -> Vec<(header::HeaderName, String)> {
-    let name: String = name.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\')).collect();
-    vec![
-        (header::HeaderName::from_static("ratelimit-policy"), format!("\"{name}\";q={quota};w={window_s}")),
-        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r={remaining};t={reset_s}")),
-    ]
 }
 
 /// The JSON-RPC response for a result.
