@@ -10,9 +10,12 @@
 //! - `GET /admin/status`, `GET /admin/metrics`, `GET /admin/usage`,
 //!   `POST /admin/reload` (limits and chain): for callers holding the admin
 //!   role.
+//! - `GET /admin/switches`, `POST /admin/kill`, `POST /admin/revive`: kill
+//!   switches (admin role; each action is audited with who took it).
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
+use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
@@ -20,7 +23,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Authenticator,
+    audit::ControlRecord,
+    auth::{Authenticator, Principal},
+    controls::{Switch, SwitchKind, switches},
     gateway::Gateway,
     metrics::CONTENT_TYPE,
     reload::Reloader,
@@ -107,6 +112,9 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         (&Method::GET, "/admin/metrics") => "metrics",
         (&Method::POST, "/admin/reload") => "reload",
         (&Method::GET, "/admin/usage") => "usage",
+        (&Method::GET, "/admin/switches") => "switches",
+        (&Method::POST, "/admin/kill") => "kill",
+        (&Method::POST, "/admin/revive") => "revive",
         (_, path) => return plain(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
     };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -129,6 +137,10 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         if let Some(audit) = admin.gateway.auditor().metrics() {
             snapshots.push(audit.snapshot());
         }
+        let mut controls = crate::metrics::Snapshot::default();
+        let in_force = admin.gateway.switches().list().count() as u64;
+        controls.gauge("warden_kill_switches", "Kill switches in force", in_force);
+        snapshots.push(controls);
         let text = admin.gateway.metrics().render(snapshots);
         return Response::builder()
             .status(StatusCode::OK)
@@ -140,10 +152,151 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         "status" => {
             let mut status = admin.reloader.as_ref().map(|r| r.status().to_json()).unwrap_or_else(|| json!({}));
             status["limits"] = admin.gateway.limiter().describe();
+            status["switches"] = switch_list(admin);
             json_response(StatusCode::OK, &status)
         }
         "usage" => usage(admin, request.uri().query().unwrap_or_default()).await,
+        "switches" => json_response(StatusCode::OK, &switch_list(admin)),
+        "kill" | "revive" => match switch_request(request).await {
+            Ok(asked) if action == "kill" => kill(admin, &principal, asked).await,
+            Ok(asked) => revive(admin, &principal, asked).await,
+            Err(problem) => plain(StatusCode::BAD_REQUEST, &problem),
+        },
         _ => reload(admin, &format!("admin request by {}", principal.subject)).await,
+    }
+}
+
+/// The largest body a control request may have.
+const MAX_CONTROL_BODY: usize = 16 << 10;
+
+/// What `POST /admin/kill` and `/admin/revive` take:
+/// `{"kind": "tool", "pattern": "demo/write_*", "reason": "…"}`.
+struct SwitchRequest {
+    kind: SwitchKind,
+    pattern: String,
+    reason: Option<String>,
+}
+
+/// Read and check a kill or revive request's body; every problem at once.
+async fn switch_request(request: Request<Incoming>) -> Result<SwitchRequest, String> {
+    let body = http_body_util::Limited::new(request.into_body(), MAX_CONTROL_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the body (at most {MAX_CONTROL_BODY} bytes): {e}"))?
+        .to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Some(object) = value.as_object() else { return Err("the body must be a JSON object".into()) };
+    let mut problems = Vec::new();
+    for key in object.keys().filter(|k| !["kind", "pattern", "reason"].contains(&k.as_str())) {
+        problems.push(format!("{key}: unknown field (kind, pattern, reason)"));
+    }
+    let text = |key: &str, problems: &mut Vec<String>| match object.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            problems.push(format!("{key}: must be a string"));
+            None
+        }
+    };
+    let kind = text("kind", &mut problems);
+    let pattern = text("pattern", &mut problems);
+    let reason = text("reason", &mut problems);
+    let kind = match kind.as_deref().map(|k| (k, SwitchKind::parse(k))) {
+        None => {
+            problems.push(format!("kind: required ({})", SwitchKind::NAMES.join(", ")));
+            None
+        }
+        Some((k, None)) => {
+            problems.push(format!("kind: {k:?} is not one of {}", SwitchKind::NAMES.join(", ")));
+            None
+        }
+        Some((_, kind)) => kind,
+    };
+    match (&kind, &pattern) {
+        (_, None) => problems.push("pattern: required".into()),
+        (Some(kind), Some(pattern)) => {
+            if let Some(problem) = switches::pattern_problem(*kind, pattern) {
+                problems.push(format!("pattern: {problem}"));
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    match (kind, pattern) {
+        (Some(kind), Some(pattern)) if problems.is_empty() => Ok(SwitchRequest { kind, pattern, reason }),
+        _ => Err(problems.join("\n")),
+    }
+}
+
+/// The switches in force, for `GET /admin/switches` and the status.
+fn switch_list(admin: &Admin) -> serde_json::Value {
+    let set = admin.gateway.switches();
+    json!({ "generation": set.generation(), "switches": set.list().collect::<Vec<_>>() })
+}
+
+/// The answer when an action cannot be recorded: nothing is done that the
+/// audit log would not show.
+fn unrecorded() -> Response<Body> {
+    plain(StatusCode::SERVICE_UNAVAILABLE, "the audit log cannot be written, so operator actions are refused")
+}
+
+/// `POST /admin/kill`: store the switch (every replica sees it by its next
+/// call), tell connected clients their lists changed, record who did it.
+async fn kill(admin: &Admin, principal: &Principal, asked: SwitchRequest) -> Response<Body> {
+    let Some(reason) = asked.reason.filter(|r| !r.trim().is_empty()) else {
+        return plain(StatusCode::BAD_REQUEST, "reason: required (clients see it when they are refused)");
+    };
+    let gateway = &admin.gateway;
+    if gateway.auditor().refusing() {
+        return unrecorded();
+    }
+    let mut record = ControlRecord::new("kill", switches::id(asked.kind, &asked.pattern), principal);
+    record.reason = Some(reason.clone());
+    let switch = Switch {
+        kind: asked.kind,
+        pattern: asked.pattern,
+        reason,
+        by: principal.subject.clone(),
+        at: record.time.clone(),
+    };
+    let done = gateway.kill(&switch).await;
+    if let Err(error) = &done {
+        (record.outcome, record.error) = ("failed", Some(error.to_string()));
+    }
+    let recorded = gateway.auditor().record_control(&record).await;
+    match done {
+        Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("the switch is not set: {error}")),
+        Ok(()) if !recorded => unrecorded(),
+        Ok(()) => {
+            tracing::warn!(switch = %switch.id(), by = %switch.by, reason = %switch.reason, "kill switch set");
+            json_response(StatusCode::OK, &json!({ "switch": switch, "now_off": gateway.switched_by(&switch) }))
+        }
+    }
+}
+
+/// `POST /admin/revive`: remove a switch; 404 if there is none.
+async fn revive(admin: &Admin, principal: &Principal, asked: SwitchRequest) -> Response<Body> {
+    let gateway = &admin.gateway;
+    if gateway.auditor().refusing() {
+        return unrecorded();
+    }
+    let id = switches::id(asked.kind, &asked.pattern);
+    let mut record = ControlRecord::new("revive", id.clone(), principal);
+    record.reason = asked.reason;
+    let done = gateway.revive(&id).await;
+    match &done {
+        Ok(None) => record.outcome = "absent",
+        Ok(Some(_)) => {}
+        Err(error) => (record.outcome, record.error) = ("failed", Some(error.to_string())),
+    }
+    let recorded = gateway.auditor().record_control(&record).await;
+    match done {
+        Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("the switch is not removed: {error}")),
+        Ok(None) => plain(StatusCode::NOT_FOUND, &format!("no kill switch {id}")),
+        Ok(Some(_)) if !recorded => unrecorded(),
+        Ok(Some(switch)) => {
+            tracing::warn!(switch = %id, by = %principal.subject, "kill switch removed");
+            json_response(StatusCode::OK, &json!({ "revived": switch }))
+        }
     }
 }
 

@@ -12,13 +12,14 @@
 //!
 //! A plugin that fails (trap, fuel, deadline, memory, bad output) denies with
 //! code `policy-failed`, unless its link is `fail_open`, in which case the
-//! failure is recorded and the plugin counts as having allowed.
+//! failure is recorded and the plugin counts as having allowed. A plugin an
+//! operator switched off (a kill switch) is not run and counts as failed.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use crate::engine::{
-    Call, CallVerdict, Hook, Invocation, ListRequest, ListVerdict, ListedItem, ListedTool, Plugin, PluginError,
-    ResultVerdict,
+    Call, CallVerdict, Failure, Hook, Invocation, ListRequest, ListVerdict, ListedItem, ListedTool, Plugin,
+    PluginError, ResultVerdict,
 };
 
 /// The denial code of a plugin that failed closed.
@@ -40,10 +41,13 @@ pub struct Link {
     pub pack: Option<Arc<crate::pack::Pack>>,
 }
 
-/// An ordered list of plugins. Immutable: a new config makes a new chain.
+/// An ordered list of plugins. Immutable: a new config (or a plugin kill
+/// switch) makes a new chain.
 #[derive(Clone, Debug, Default)]
 pub struct Chain {
     links: Arc<[Link]>,
+    /// Plugins switched off by an operator: name → (switch id, reason).
+    off: Arc<BTreeMap<String, (String, String)>>,
 }
 
 /// Who refused, and why.
@@ -197,7 +201,36 @@ pub struct ListDecision {
 impl Chain {
     /// A chain of these links, in this order.
     pub fn new(links: Vec<Link>) -> Self {
-        Self { links: links.into() }
+        Self { links: links.into(), off: Arc::default() }
+    }
+
+    /// The same chain with these plugins switched off (name → (switch id,
+    /// reason)); any switched off before are on again unless named.
+    pub fn switched_off(&self, off: BTreeMap<String, (String, String)>) -> Self {
+        Self { links: Arc::clone(&self.links), off: Arc::new(off) }
+    }
+
+    /// The plugins switched off, by name: (switch id, reason).
+    pub fn off(&self) -> &BTreeMap<String, (String, String)> {
+        &self.off
+    }
+
+    /// Invoke `link` through `invoke`, unless it is switched off: then it
+    /// fails, without running.
+    fn invoke<T>(
+        &self,
+        link: &Link,
+        hook: Hook,
+        invoke: impl FnOnce() -> Result<Invocation<T>, PluginError>,
+    ) -> Result<Invocation<T>, PluginError> {
+        match self.off.get(link.plugin.name()) {
+            None => invoke(),
+            Some((id, reason)) => Err(PluginError {
+                plugin: link.plugin.name().into(),
+                hook,
+                failure: Failure::SwitchedOff { id: id.clone(), reason: reason.clone() },
+            }),
+        }
     }
 
     /// The links, in order.
@@ -230,7 +263,7 @@ impl Chain {
         let mut approval = None;
         for link in self.with_hook(Hook::OnCall) {
             let _span = link.span(Hook::OnCall).entered();
-            let invocation = link.plugin.on_call(&link.config_json, call);
+            let invocation = self.invoke(link, Hook::OnCall, || link.plugin.on_call(&link.config_json, call));
             let Some((verdict, step)) = link.settle(Hook::OnCall, invocation, steps)? else { continue };
             match verdict {
                 CallVerdict::Allow => step.record(StepOutcome::Allowed, steps),
@@ -264,7 +297,8 @@ impl Chain {
     fn run_result(&self, call: &Call, mut output: String, steps: &mut Vec<Step>) -> Result<String, Rejection> {
         for link in self.with_hook(Hook::OnResult) {
             let _span = link.span(Hook::OnResult).entered();
-            let invocation = link.plugin.on_result(&link.config_json, call, &output);
+            let invocation =
+                self.invoke(link, Hook::OnResult, || link.plugin.on_result(&link.config_json, call, &output));
             let Some((verdict, step)) = link.settle(Hook::OnResult, invocation, steps)? else { continue };
             match verdict {
                 ResultVerdict::Allow => step.record(StepOutcome::Allowed, steps),
@@ -316,7 +350,7 @@ impl Chain {
                 break;
             }
             let _span = link.span(hook).entered();
-            let invocation = invoke(link, &visible);
+            let invocation = self.invoke(link, hook, || invoke(link, &visible));
             let verdicts = match link.settle(hook, invocation, &mut steps) {
                 Ok(Some((verdicts, step))) => {
                     let hidden = verdicts.iter().filter(|v| matches!(v, ListVerdict::Hide(_))).count();

@@ -98,6 +98,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Switch a tool, resource or prompt pattern, a whole upstream or a
+    /// plugin off, now, on every replica (POST /admin/kill). It stays off,
+    /// across restarts, until `warden revive`. The credential, if any, comes
+    /// from WARDEN_API_KEY.
+    Kill {
+        /// tool, resource, prompt, server or plugin.
+        kind: String,
+        /// A glob: server/name for tools and prompts, server/uri for
+        /// resources, a name for servers and plugins.
+        pattern: String,
+        /// Why (clients see it when they are refused).
+        #[arg(long)]
+        reason: String,
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+    },
+    /// Remove a kill switch (POST /admin/revive).
+    Revive {
+        /// The switch's kind, as it was set.
+        kind: String,
+        /// The switch's pattern, as it was set.
+        pattern: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+    },
+    /// List the kill switches in force (GET /admin/switches).
+    Switches {
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// Print the JSON the gateway answered instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build, sign and verify policy packs.
     Pack {
         #[command(subcommand)]
@@ -340,6 +379,13 @@ pub fn main() -> ExitCode {
         Command::Token { command } => token(command),
         Command::Status { url, reload } => status(&url, reload),
         Command::Usage { url, since, tenant, json } => usage(&url, &since, tenant.as_deref(), json),
+        Command::Kill { kind, pattern, reason, url } => {
+            control(&url, "kill", serde_json::json!({ "kind": kind, "pattern": pattern, "reason": reason }))
+        }
+        Command::Revive { kind, pattern, reason, url } => {
+            control(&url, "revive", serde_json::json!({ "kind": kind, "pattern": pattern, "reason": reason }))
+        }
+        Command::Switches { url, json } => switches(&url, json),
         Command::Pack { command } => pack(command),
         Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
         Command::Audit { command } => audit(command),
@@ -529,7 +575,7 @@ fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
         }
         requests.push((hyper::Method::GET, format!("{base}/admin/status")));
         for (method, target) in requests {
-            let (status, body) = admin_request(method, &target).await?;
+            let (status, body) = admin_request(method, &target, None).await?;
             let text = match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(json) => serde_json::to_string_pretty(&json)?,
                 Err(_) => String::from_utf8_lossy(&body).into_owned(),
@@ -547,12 +593,23 @@ fn status(url: &str, reload: bool) -> anyhow::Result<u8> {
 /// One request to the control plane, with WARDEN_API_KEY as the credential
 /// if set (without one the gateway may still serve a loopback anonymous
 /// principal).
-async fn admin_request(method: hyper::Method, target: &str) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+async fn admin_request(
+    method: hyper::Method,
+    target: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
     let mut request = hyper::Request::builder().method(method).uri(target);
     if let Ok(key) = std::env::var("WARDEN_API_KEY") {
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let bytes = match body {
+        Some(body) => {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+            bytes::Bytes::from(body.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let request = request.body(http_body_util::Full::new(bytes))?;
     let response = crate::upstream::http::http_client()
         .request(request)
         .await
@@ -560,6 +617,21 @@ async fn admin_request(method: hyper::Method, target: &str) -> anyhow::Result<(h
     let status = response.status();
     let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
     Ok((status, body))
+}
+
+/// One control-plane request whose answer is JSON: the answer, or `None`
+/// (after printing the status and body) if the gateway refused it.
+fn admin_json(
+    method: hyper::Method,
+    target: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let (status, answer) = runtime()?.block_on(admin_request(method, target, body))?;
+    if !status.is_success() {
+        eprintln!("{target}: HTTP {status}: {}", String::from_utf8_lossy(&answer).trim());
+        return Ok(None);
+    }
+    serde_json::from_slice(&answer).context("the gateway's answer is not JSON").map(Some)
 }
 
 fn usage(url: &str, since: &str, tenant: Option<&str>, as_json: bool) -> anyhow::Result<u8> {
@@ -570,12 +642,7 @@ fn usage(url: &str, since: &str, tenant: Option<&str>, as_json: bool) -> anyhow:
         query.append_pair("tenant", tenant);
     }
     let target = format!("{}/admin/usage?{}", url.trim_end_matches('/'), query.finish());
-    let (status, body) = runtime()?.block_on(admin_request(hyper::Method::GET, &target))?;
-    if !status.is_success() {
-        eprintln!("{target}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
-        return Ok(EXIT_ERROR);
-    }
-    let report: serde_json::Value = serde_json::from_slice(&body).context("the gateway's answer is not JSON")?;
+    let Some(report) = admin_json(hyper::Method::GET, &target, None)? else { return Ok(EXIT_ERROR) };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
@@ -593,6 +660,52 @@ fn usage(url: &str, since: &str, tenant: Option<&str>, as_json: bool) -> anyhow:
             row(name, server["server"].as_str().unwrap_or_default(), &server["usage"]);
         }
         row(name, "(all)", &entry["usage"]);
+    }
+    Ok(0)
+}
+
+/// `warden kill` / `warden revive`: one control request, its answer printed.
+fn control(url: &str, action: &str, body: serde_json::Value) -> anyhow::Result<u8> {
+    let target = format!("{}/admin/{action}", url.trim_end_matches('/'));
+    let Some(answer) = admin_json(hyper::Method::POST, &target, Some(&body))? else { return Ok(EXIT_ERROR) };
+    match action {
+        "kill" => {
+            let off: Vec<&str> =
+                answer["now_off"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            let switch = &answer["switch"];
+            let id = format!(
+                "{}:{}",
+                switch["kind"].as_str().unwrap_or_default(),
+                switch["pattern"].as_str().unwrap_or_default()
+            );
+            println!("kill switch {id} set; now off:");
+            match off.is_empty() {
+                true => println!("(nothing it names is served now; it applies to what appears later)"),
+                false => off.iter().for_each(|name| println!("  {name}")),
+            }
+        }
+        _ => println!(
+            "revived: {}:{}",
+            answer["revived"]["kind"].as_str().unwrap_or_default(),
+            answer["revived"]["pattern"].as_str().unwrap_or_default()
+        ),
+    }
+    Ok(0)
+}
+
+/// `warden switches`: the kill switches in force.
+fn switches(url: &str, as_json: bool) -> anyhow::Result<u8> {
+    let target = format!("{}/admin/switches", url.trim_end_matches('/'));
+    let Some(answer) = admin_json(hyper::Method::GET, &target, None)? else { return Ok(EXIT_ERROR) };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(0);
+    }
+    println!("{:<36} {:<20} {:<26} REASON", "SWITCH", "BY", "SINCE");
+    for switch in answer["switches"].as_array().into_iter().flatten() {
+        let text = |key: &str| switch[key].as_str().unwrap_or_default().to_owned();
+        let id = format!("{}:{}", text("kind"), text("pattern"));
+        println!("{id:<36} {:<20} {:<26} {}", text("by"), text("at"), text("reason"));
     }
     Ok(0)
 }

@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod controls;
 pub mod engine;
 pub mod gateway;
 pub mod limits;

@@ -17,6 +17,7 @@ use crate::{
     auth::Authenticator,
     chain::Chain,
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
+    controls::Switches,
     engine::Engine,
     gateway::{Gateway, Governance, Settings},
     limits::Limiter,
@@ -99,7 +100,7 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         Ok(store) => Arc::new(store),
         Err(error) => {
             let mut problems = crate::config::Problems::new(&config.file);
-            problems.push("state.redis", error);
+            problems.push(if config.state.redis.is_some() { "state.redis" } else { "state.file" }, error);
             return Err(problems.into_error().into());
         }
     };
@@ -128,8 +129,13 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         }
         StateStore::Memory(_) => None,
     };
+    let switches = Switches::load(Arc::clone(&store)).await.map_err(|e| {
+        let mut problems = crate::config::Problems::new(&config.file);
+        problems.push(if config.state.redis.is_some() { "state.redis" } else { "state.file" }, e);
+        problems.into_error()
+    })?;
     let usage = UsageMeter::start(store, config.state.usage_retention);
-    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage, session_seal })
+    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage, session_seal, switches: Arc::new(switches) })
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within

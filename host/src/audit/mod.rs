@@ -339,6 +339,68 @@ pub struct Decision {
     pub micros: u64,
 }
 
+/// An operator's action on the running gateway (a kill switch set or
+/// removed), as it is recorded: who did it, to what, and whether it took.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControlRecord {
+    /// Always `"control"`.
+    pub kind: &'static str,
+    /// When (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// `kill` or `revive`.
+    pub action: &'static str,
+    /// The control acted on: a switch id (`tool:demo/write_*`).
+    pub control: String,
+    /// The operator's reason, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who: the admin principal.
+    pub subject: String,
+    /// Their token's issuer (`iss`), if they used a token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Their tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// `done`, `absent` (nothing to revive) or `failed`.
+    pub outcome: &'static str,
+    /// What failed, for `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlRecord {
+    /// A record of `action` on `control` by `principal`, now, outcome `done`.
+    pub fn new(action: &'static str, control: String, principal: &crate::auth::Principal) -> Self {
+        Self {
+            kind: "control",
+            time: timestamp(SystemTime::now()),
+            action,
+            control,
+            reason: None,
+            subject: principal.subject.clone(),
+            issuer: principal.claims.get("iss").and_then(Value::as_str).map(str::to_owned),
+            tenant: principal.tenant.clone(),
+            outcome: "done",
+            error: None,
+        }
+    }
+}
+
+impl Auditor {
+    /// Write an operator's action, waiting until it is durable if the log
+    /// is durable per record; false if it could not be written. Without a
+    /// log it goes to the `warden::audit` log target only.
+    pub async fn record_control(&self, record: &ControlRecord) -> bool {
+        let line = serde_json::to_string(record).expect("a control record serialises");
+        tracing::info!(target: "warden::audit", record = %line, "operator action");
+        match self.submit(line, true) {
+            Some(done) => done.await.unwrap_or(false),
+            None => !self.refusing(),
+        }
+    }
+}
+
 /// One plugin invocation.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRecord {

@@ -339,7 +339,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
     let telemetry = root.table("telemetry", &mut problems).and_then(|t| telemetry(t, &mut problems));
     let state = match root.table("state", &mut problems) {
         Some(t) => super::limits::state(t, base, &mut problems),
-        None => StateSettings::default(),
+        None => StateSettings { file: Some(base.join(super::limits::DEFAULT_STATE_FILE)), ..StateSettings::default() },
     };
     let limits = super::limits::limits(&mut root, &mut problems);
     let tls_roots = match root.table("tls", &mut problems) {

@@ -9,6 +9,7 @@
 //! on_unavailable = "refuse"          # or "local": decide on this replica's own counts
 //! timeout_ms = 500                   # a Redis command slower than this counts as unreachable
 //! usage_retention_days = 90
+//! file = "warden-state.json"         # without redis: where kill switches are kept across restarts
 //!
 //! [[limit]]
 //! name = "per-tenant"
@@ -39,6 +40,9 @@ use crate::{
     limits::{KeyBy, Limits, QuotaRule, RateRule, Scope, Window},
     state::{StateSettings, Unavailable},
 };
+
+/// Where the in-memory store keeps kill switches, beside the config file.
+pub const DEFAULT_STATE_FILE: &str = "warden-state.json";
 
 /// `[state]`.
 pub(super) fn state(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> StateSettings {
@@ -95,6 +99,11 @@ pub(super) fn state(mut t: Table<'_>, base: &Path, problems: &mut Problems) -> S
         }
         settings.timeout = Duration::from_millis(ms);
     }
+    let file: Option<String> = t.get("file", problems);
+    if file.is_some() && settings.redis.is_some() {
+        problems.push(t.path_of("file"), "applies without redis only (Redis keeps the controls itself)");
+    }
+    settings.file = settings.redis.is_none().then(|| base.join(file.as_deref().unwrap_or(DEFAULT_STATE_FILE)));
     if let Some(days) = t.get::<u64>("usage_retention_days", problems) {
         if days == 0 {
             problems.push(t.path_of("usage_retention_days"), "must be above zero");

@@ -89,6 +89,15 @@ pub enum Failure {
     /// The instance could not be created.
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    /// An operator switched the plugin off (`warden kill plugin`); it is
+    /// treated as failing, so it denies unless `fail_open`.
+    #[error("is switched off by kill switch {id}: {reason}")]
+    SwitchedOff {
+        /// The switch (`plugin:<pattern>`).
+        id: String,
+        /// The operator's reason.
+        reason: String,
+    },
 }
 
 /// Why a plugin could not be loaded. Loading happens before a chain goes live,

@@ -30,6 +30,17 @@ pub use bindings::types::{
     ResultVerdict, Rewrite, Target, TargetKind, ToolAnnotations,
 };
 pub use cache::CompileCache;
+
+impl TargetKind {
+    /// `tool`, `resource` or `prompt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Resource => "resource",
+            Self::Prompt => "prompt",
+        }
+    }
+}
 pub use error::{Failure, Hook, LoadError, PluginError};
 pub use plugin::{Hooks, Invocation, Plugin};
 use store::StoreState;

@@ -23,7 +23,7 @@ use super::{Caller, GatewayError, Governance, LiveChain};
 use crate::{
     audit::{self, ChainRecord, Decision, PendingDecision, StepRecord, UpstreamRecord},
     chain::{Step, StepOutcome},
-    engine::{Target, TargetKind},
+    engine::Target,
     limits::Admitted,
     mcp::RpcError,
     metrics::{Metrics, RequestSample},
@@ -131,11 +131,7 @@ impl RequestContext {
     pub(super) fn target(&mut self, target: &Target) {
         let record = &mut self.decision.record;
         record.server = Some(target.server.clone());
-        record.target_kind = Some(match target.kind {
-            TargetKind::Tool => "tool",
-            TargetKind::Resource => "resource",
-            TargetKind::Prompt => "prompt",
-        });
+        record.target_kind = Some(target.kind.as_str());
         record.target = Some(target.name.clone());
     }
 

@@ -61,6 +61,14 @@ pub enum GatewayError {
         "the shared state store is unreachable, so calls that need it are refused (state.on_unavailable = \"refuse\")"
     )]
     StateUnavailable(String),
+    /// A kill switch covers the target.
+    #[error("{target} is switched off by kill switch {}: {}", .switch.id(), .switch.reason)]
+    SwitchedOff {
+        /// What was asked for: `tool demo/write_file`.
+        target: String,
+        /// The switch.
+        switch: Box<crate::controls::Switch>,
+    },
     /// The audit log cannot be written and the gateway fails closed.
     #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
     AuditUnavailable,
@@ -85,6 +93,7 @@ impl GatewayError {
             Self::RateLimited(_) => "rate-limited",
             Self::QuotaExceeded(_) => "quota-exceeded",
             Self::StateUnavailable(_) => "state-unavailable",
+            Self::SwitchedOff { .. } => "switched-off",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -121,6 +130,14 @@ impl GatewayError {
                 "policy": { "quota": e.quota, "window": e.window_s },
             })),
             Self::StateUnavailable(_) => RpcError::new(code::STATE_UNAVAILABLE, message),
+            // Who set the switch stays in the audit log.
+            Self::SwitchedOff { switch, .. } => RpcError::new(code::SWITCHED_OFF, message).with_data(json!({
+                "switch": switch.id(),
+                "kind": switch.kind.as_str(),
+                "pattern": switch.pattern,
+                "reason": switch.reason,
+                "since": switch.at,
+            })),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
         }
@@ -133,6 +150,7 @@ impl GatewayError {
             Self::ApprovalRequired(approval) => approval.prompt.clone(),
             // The store's own error stays in the log, not with the client.
             Self::StateUnavailable(error) => format!("{self} ({error})"),
+            Self::SwitchedOff { switch, .. } => format!("{self} (set by {} at {})", switch.by, switch.at),
             other => other.to_string(),
         }
     }

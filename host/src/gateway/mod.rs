@@ -2,8 +2,8 @@
 //! a result (or error) out, with the policy chain around every upstream call.
 //!
 //! A tool call flows through one flat function, [`Gateway::call_tool`]:
-//! route → scopes → limits → policy (on-call) → upstream → policy
-//! (on-result) → audit. Resource reads and prompt fetches take the same
+//! route → scopes → limits → kill switches → policy (on-call) → upstream →
+//! policy (on-result) → audit. Resource reads and prompt fetches take the same
 //! path. Listings pass the chain's on-list hook once per principal and
 //! catalog version, and the result is cached; a tool hidden from a
 //! principal cannot be called by it either.
@@ -32,6 +32,7 @@ use crate::{
     auth::{Principal, ScopeRule},
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
+    controls::{Switch, SwitchSet, Switches},
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     limits::Limiter,
     mcp::RpcError,
@@ -95,6 +96,8 @@ pub struct Governance {
     /// Seals legacy session ids so every replica can adopt them (with
     /// `[state] redis`; `None`: sessions live on the replica that made them).
     pub session_seal: Option<Arc<crate::transport::seal::SessionSeal>>,
+    /// The kill switches in force.
+    pub switches: Arc<Switches>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -189,6 +192,10 @@ pub struct Gateway {
 const MAX_INPUT_ROUNDS: usize = 8;
 /// Most views cached.
 const MAX_VIEWS: usize = 4096;
+/// How often a replica sharing Redis asks whether the operator controls
+/// changed, so its clients hear of a switch set elsewhere even while nobody
+/// calls it (a call learns of it at once, in the limit check's round trip).
+const CONTROLS_POLL: Duration = Duration::from_millis(500);
 
 impl Gateway {
     /// Start the upstreams and the task that keeps the catalog current.
@@ -224,7 +231,108 @@ impl Gateway {
                 gateway.on_upstream_event(event).await;
             }
         });
+        gateway.switches_changed();
+        if matches!(&**gateway.governance.limiter.store(), crate::state::StateStore::Redis(_)) {
+            let weak = Arc::downgrade(&gateway);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(CONTROLS_POLL);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let Some(gateway) = weak.upgrade() else { break };
+                    match gateway.governance.switches.poll().await {
+                        Ok(true) => gateway.switches_changed(),
+                        Ok(false) => {}
+                        Err(error) => tracing::debug!(%error, "cannot poll the operator controls"),
+                    }
+                }
+            });
+        }
         gateway
+    }
+
+    /// The kill switches in force.
+    pub fn switches(&self) -> Arc<SwitchSet> {
+        self.governance.switches.current()
+    }
+
+    /// Turn `switch` on (or update its reason), here and, through the state
+    /// store, on every replica. The store must take it first: a switch that
+    /// would not survive a restart is refused, not half set.
+    pub async fn kill(&self, switch: &Switch) -> Result<(), crate::state::StateError> {
+        self.governance.switches.set(switch).await?;
+        self.switches_changed();
+        Ok(())
+    }
+
+    /// Remove the switch `id`; the switch, if there was one.
+    pub async fn revive(&self, id: &str) -> Result<Option<Switch>, crate::state::StateError> {
+        let removed = self.governance.switches.remove(id).await?;
+        self.switches_changed();
+        Ok(removed)
+    }
+
+    /// What `switch` turns off now, by kind: `server/name` of each tool,
+    /// resource and prompt (and resource template, for a server), the
+    /// upstreams, the plugins of the live chain.
+    pub fn switched_by(&self, switch: &Switch) -> Vec<String> {
+        let one = SwitchSet::of(vec![switch.clone()]);
+        let snapshot = self.catalog.snapshot();
+        let uri = |r: &Value, key: &str| r.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut names = Vec::new();
+        let mut add = |kind, server: &str, name: String| {
+            if one.covering(kind, server, &name).is_some() {
+                names.push(format!("{server}/{name}"));
+            }
+        };
+        for tool in &snapshot.tools {
+            add(TargetKind::Tool, &tool.upstream, tool.name.clone());
+        }
+        for (server, resource) in &snapshot.resources {
+            add(TargetKind::Resource, server, uri(resource, "uri"));
+        }
+        for prompt in &snapshot.prompts {
+            add(TargetKind::Prompt, &prompt.upstream, prompt.name.clone());
+        }
+        for (server, template) in snapshot.templates.iter().filter(|(server, _)| one.server_off(server)) {
+            names.push(format!("{server}/{}", uri(template, "uriTemplate")));
+        }
+        names.extend(self.upstreams.iter().map(|u| u.name()).filter(|n| one.server_off(n)).map(str::to_owned));
+        let chain = self.chain.load();
+        names.extend(one.plugins(chain.chain.links().iter().map(|l| l.plugin.name())).into_keys());
+        names
+    }
+
+    /// Apply the switches in force: mark switched-off plugins in the live
+    /// chain (a new generation, so listings are decided again) and tell
+    /// clients every list may have changed.
+    fn switches_changed(&self) {
+        let set = self.governance.switches.current();
+        self.chain.rcu(|live| {
+            let off = set.plugins(live.chain.links().iter().map(|l| l.plugin.name()));
+            match &off == live.chain.off() {
+                true => Arc::clone(live),
+                false => Arc::new(LiveChain { chain: live.chain.switched_off(off), generation: live.generation + 1 }),
+            }
+        });
+        for notification in [
+            "notifications/tools/list_changed",
+            "notifications/resources/list_changed",
+            "notifications/prompts/list_changed",
+        ] {
+            let _ = self.changes.send(Change::ListChanged(notification));
+        }
+    }
+
+    /// Refuse a call to `target` if a kill switch covers it.
+    fn check_switches(&self, target: &Target) -> Result<(), GatewayError> {
+        match self.governance.switches.current().covering(target.kind, &target.server, &target.name) {
+            Some(switch) => Err(GatewayError::SwitchedOff {
+                target: format!("{} {}/{}", target.kind.as_str(), target.server, target.name),
+                switch: Box::new(switch.clone()),
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn on_upstream_event(&self, event: UpstreamEvent) {
@@ -295,10 +403,12 @@ impl Gateway {
         self.chain.load_full()
     }
 
-    /// Swap in a new chain; calls in flight finish on the one they started with.
+    /// Swap in a new chain (with the plugins kill switches name switched
+    /// off); calls in flight finish on the one they started with.
     pub fn swap_chain(&self, chain: Chain) {
-        let generation = self.chain.load().generation + 1;
-        self.chain.store(Arc::new(LiveChain { chain, generation }));
+        let set = self.governance.switches.current();
+        let chain = chain.switched_off(set.plugins(chain.links().iter().map(|l| l.plugin.name())));
+        self.chain.rcu(|live| Arc::new(LiveChain { chain: chain.clone(), generation: live.generation + 1 }));
     }
 
     /// Forget what a legacy session called (it ended).
@@ -413,21 +523,31 @@ impl Gateway {
             "resources/list" => {
                 let snapshot = self.catalog.snapshot();
                 let view = self.view(&caller.principal, &snapshot);
-                let items = flagged(&view.resources, |i| &snapshot.resources[i].1);
-                self.page(&params, "resources", items)
+                let off = self.switches();
+                let on = switched_on(&view.resources, |i| {
+                    let (server, resource) = &snapshot.resources[i];
+                    let uri = resource.get("uri").and_then(Value::as_str).unwrap_or_default();
+                    off.covering(TargetKind::Resource, server, uri).is_none()
+                });
+                self.page(&params, "resources", flagged(&on, |i| &snapshot.resources[i].1))
             }
             "resources/templates/list" => {
                 let snapshot = self.catalog.snapshot();
                 let view = self.view(&caller.principal, &snapshot);
-                let items = flagged(&view.templates, |i| &snapshot.templates[i].1);
-                self.page(&params, "resourceTemplates", items)
+                let off = self.switches();
+                let on = switched_on(&view.templates, |i| !off.server_off(&snapshot.templates[i].0));
+                self.page(&params, "resourceTemplates", flagged(&on, |i| &snapshot.templates[i].1))
             }
             "resources/read" => self.read_resource(cx, caller, params).await,
             "prompts/list" => {
                 let snapshot = self.catalog.snapshot();
                 let view = self.view(&caller.principal, &snapshot);
-                let items = flagged(&view.prompts, |i| &snapshot.prompts[i].definition);
-                self.page(&params, "prompts", items)
+                let off = self.switches();
+                let on = switched_on(&view.prompts, |i| {
+                    let prompt = &snapshot.prompts[i];
+                    off.covering(TargetKind::Prompt, &prompt.upstream, &prompt.name).is_none()
+                });
+                self.page(&params, "prompts", flagged(&on, |i| &snapshot.prompts[i].definition))
             }
             "prompts/get" => self.get_prompt(cx, caller, params).await,
             "completion/complete" => self.complete(cx, caller, params).await,
@@ -562,8 +682,12 @@ impl Gateway {
     fn list_tools(&self, caller: &Caller, params: &Value) -> Result<Value, GatewayError> {
         let snapshot = self.catalog.snapshot();
         let view = self.view(&caller.principal, &snapshot);
-        let tools = flagged(&view.tools, |i| &snapshot.tools[i].definition);
-        self.page(params, "tools", tools)
+        let off = self.switches();
+        let on = switched_on(&view.tools, |i| {
+            let tool = &snapshot.tools[i];
+            off.covering(TargetKind::Tool, &tool.upstream, &tool.name).is_none()
+        });
+        self.page(params, "tools", flagged(&on, |i| &snapshot.tools[i].definition))
     }
 
     /// The upstream serving `uri` for `principal`, unless its listing hid
@@ -731,6 +855,15 @@ impl Gateway {
         }
         let mut admitted = checked?;
         cx.limits(&admitted);
+        // Kill switches next. A switch set on another replica is known by
+        // the generation the limit check read along; only then are the
+        // switches read again.
+        if let Some(generation) = admitted.controls
+            && self.governance.switches.catch_up(generation).await.map_err(|e| GatewayError::StateUnavailable(e.0))?
+        {
+            self.switches_changed();
+        }
+        self.check_switches(&target)?;
         let history = match admitted.history.take() {
             Some(history) => history,
             // Kept here, or (the store unreachable, on_unavailable = "local")
@@ -830,6 +963,8 @@ impl Gateway {
         target: Target,
         arguments: Value,
     ) -> Result<(), GatewayError> {
+        cx.target(&target);
+        self.check_switches(&target)?;
         let history =
             self.history.recent(&caller.history_key()).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         let (_, _, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;
@@ -1067,6 +1202,11 @@ impl ClientRequests for Screened {
             Err(error) => Box::pin(std::future::ready(Err(error))),
         }
     }
+}
+
+/// The shown items of a listing that `on` keeps (those no kill switch covers).
+fn switched_on(shown: &[Shown], on: impl Fn(usize) -> bool) -> Vec<Shown> {
+    shown.iter().filter(|(i, _)| on(*i)).cloned().collect()
 }
 
 /// The visible items of a listing, each with its plugins' flags in `_meta`.

@@ -118,6 +118,8 @@ pub struct Admitted {
     /// The chain history asked for, as the store answered it (`None`: not
     /// asked for, or decided on local counts).
     pub history: Option<Vec<crate::engine::PastCall>>,
+    /// The operator controls' generation, read along with the history.
+    pub controls: Option<u64>,
 }
 
 /// The limit stage: the live rules and the store they count in.
@@ -212,8 +214,9 @@ impl Limiter {
     }
 
     /// Decide a call of `principal` to `target`.
-    /// With `history`, the chain history under that key is read in the
-    /// same round trip (on Redis) and returned in [`Admitted::history`].
+    /// With `history`, the chain history under that key and the operator
+    /// controls' generation are read in the same round trip (on Redis) and
+    /// returned in [`Admitted::history`] and [`Admitted::controls`].
     pub async fn check(
         &self,
         principal: &Principal,
@@ -227,7 +230,8 @@ impl Limiter {
         if rates.is_empty() && quotas.is_empty() && history.is_none() {
             return Ok(Admitted::default());
         }
-        let mut admission = Admission { history: history.map(str::to_owned), ..Admission::default() };
+        let mut admission =
+            Admission { history: history.map(str::to_owned), controls: history.is_some(), ..Admission::default() };
         for rule in &rates {
             admission.rates.push(RateDemand {
                 key: format!("rate:{}:{}", rule.name, rule.key.of(principal, target)),
@@ -327,7 +331,14 @@ impl Limiter {
         match refusal {
             Some(refusal) => Err(refusal),
             None if !verdict.admitted => Err(Refusal::Unavailable("the store refused without a reason".into())),
-            None => Ok(Admitted { headline, shadow_refusals, local_fallback, charges, history: verdict.history }),
+            None => Ok(Admitted {
+                headline,
+                shadow_refusals,
+                local_fallback,
+                charges,
+                history: verdict.history,
+                controls: verdict.controls,
+            }),
         }
     }
 

@@ -50,6 +50,11 @@ pub mod code {
     /// Warden: limits cannot be checked because the shared state store
     /// (Redis) is unreachable and `[state] on_unavailable = "refuse"`.
     pub const STATE_UNAVAILABLE: i64 = -32019;
+    /// Warden: an operator switched the tool, resource, prompt or its whole
+    /// upstream off (a kill switch); `data.switch` names the switch and
+    /// `data.reason` says why. (Apart from -32020…-32022, which the
+    /// protocol itself uses.)
+    pub const SWITCHED_OFF: i64 = -32030;
 }
 
 /// A JSON-RPC error object.

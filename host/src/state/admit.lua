@@ -7,22 +7,26 @@
 -- ARGV[1]            number of rate buckets, R
 -- ARGV[2]            1 if the last key is a list to read along (the chain
 --                    history), so the call needs one round trip, not two
+-- ARGV[3]            1 if the key after the counters is a number to read
+--                    along (the operator controls' generation)
 -- then per bucket    interval_us, burst, enforce (0/1)      KEYS[1..R]
--- then per counter   limit, cost, ttl_ms, enforce (0/1)     KEYS[R+1..]
+-- then per counter   limit, cost, ttl_ms, enforce (0/1)     KEYS[R+1..R+Q]
 --
 -- Returns {admitted (0/1), then per demand: conforms (0/1), remaining,
--- wait_us; then, with a list, its items, oldest first}.
+-- wait_us; then, if asked, the generation (0 if unset); then, with a
+-- list, its items, oldest first}.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rates = tonumber(ARGV[1])
 local list = ARGV[2] == '1'
+local generation = ARGV[3] == '1'
 local out = {0}
 local admitted = 1
 local tats = {}
 
 for i = 1, rates do
-  local a = 3 + (i - 1) * 3
+  local a = 4 + (i - 1) * 3
   local interval = tonumber(ARGV[a])
   local burst = tonumber(ARGV[a + 1])
   local enforce = ARGV[a + 2] == '1'
@@ -44,7 +48,7 @@ for i = 1, rates do
   end
 end
 
-local base = 3 + rates * 3
+local base = 4 + rates * 3
 local quotas = (#ARGV - base + 1) / 4
 local fits = {}
 for j = 1, quotas do
@@ -86,6 +90,9 @@ if admitted == 1 then
 end
 
 out[1] = admitted
+if generation then
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[rates + quotas + 1]) or '0')
+end
 if list then
   for _, item in ipairs(redis.call('LRANGE', KEYS[#KEYS], 0, -1)) do
     out[#out + 1] = item

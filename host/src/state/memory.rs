@@ -1,10 +1,21 @@
 //! The in-process backend: the same decisions as the Redis script, on a map
 //! behind one lock (a decision touches a handful of keys and takes well
 //! under a microsecond, so the lock is never held long).
+//!
+//! Operator controls are the one thing kept past the process: every change
+//! rewrites `[state] file` (a temporary file, synced, renamed over the old
+//! one), and the store reads it back when it opens.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
-use super::{Admission, UsageTable, Verdict, gcra, quota_fits};
+use serde::{Deserialize, Serialize};
+
+use super::{Admission, Controls, StateError, UsageTable, Verdict, gcra, quota_fits};
 
 /// A value and when it expires (microseconds since the epoch).
 #[derive(Clone, Copy)]
@@ -31,9 +42,64 @@ const SWEEP_AT: usize = 65_536;
 pub struct MemoryStore {
     slots: Mutex<HashMap<String, Slot>>,
     usage: Mutex<UsageTable>,
+    controls: Mutex<Saved>,
+    file: Option<PathBuf>,
+}
+
+/// What `[state] file` holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    /// Bumped on every change.
+    generation: u64,
+    /// Tables of controls: id → JSON text.
+    controls: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MemoryStore {
+    /// A store that keeps its controls in `file` (if given), reading back
+    /// what an earlier run saved there.
+    pub fn open(file: Option<PathBuf>) -> Result<Self, StateError> {
+        let saved = match &file {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| StateError(format!("{} is not a Warden state file: {e}", path.display())))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+                Err(e) => return Err(StateError(format!("cannot read {}: {e}", path.display()))),
+            },
+            None => Saved::default(),
+        };
+        Ok(Self { controls: Mutex::new(saved), file, ..Self::default() })
+    }
+
+    /// Set (`Some`) or remove (`None`) a control; whether it was there
+    /// before, and the new generation. With a file, the change is on disk
+    /// before it takes effect: a failed write changes nothing.
+    pub fn put_control(&self, table: &str, id: &str, value: Option<&str>) -> Result<(bool, u64), StateError> {
+        let mut saved = self.controls.lock().unwrap();
+        let mut next = saved.clone();
+        let entries = next.controls.entry(table.to_owned()).or_default();
+        let existed = match value {
+            Some(value) => entries.insert(id.to_owned(), value.to_owned()).is_some(),
+            None => entries.remove(id).is_some(),
+        };
+        if entries.is_empty() {
+            next.controls.remove(table);
+        }
+        next.generation += 1;
+        if let Some(path) = &self.file {
+            save(path, &next).map_err(|e| StateError(format!("cannot write {}: {e}", path.display())))?;
+        }
+        *saved = next;
+        Ok((existed, saved.generation))
+    }
+
+    /// The controls of `table`.
+    pub fn controls(&self, table: &str) -> Controls {
+        let saved = self.controls.lock().unwrap();
+        Controls { generation: saved.generation, entries: saved.controls.get(table).cloned().unwrap_or_default() }
+    }
+
     /// Decide `admission` at `now` (microseconds since the epoch).
     pub fn admit(&self, admission: &Admission, now: u64) -> Verdict {
         let mut slots = self.slots.lock().unwrap();
@@ -71,7 +137,7 @@ impl MemoryStore {
                 }
             }
         }
-        Verdict { admitted, rates, quotas, history: None }
+        Verdict { admitted, rates, quotas, history: None, controls: None }
     }
 
     /// Add `amount` to a counter.
@@ -102,4 +168,19 @@ impl MemoryStore {
         let mut usage = self.usage.lock().unwrap();
         *usage = usage.split_off(&(before_hour, String::new(), String::new()));
     }
+}
+
+/// Write `saved` to `path` whole or not at all: a temporary file beside it,
+/// synced, then renamed over it.
+fn save(path: &Path, saved: &Saved) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec_pretty(saved).expect("controls serialise"))?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }

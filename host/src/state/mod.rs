@@ -1,5 +1,6 @@
 //! Shared state: the one seam behind which everything that must hold across
-//! gateway replicas lives — rate limits, quotas and usage counts today.
+//! gateway replicas lives — rate limits, quotas, usage counts, chain
+//! history and operator controls (kill switches).
 //!
 //! Two backends answer the same questions with the same semantics:
 //! - [`memory`]: in this process (the embedded default; nothing to run);
@@ -7,7 +8,9 @@
 //!   one server-side script (`admit.lua`), so a limit is exact across
 //!   replicas: nothing is read, decided here and written back.
 //!
-//! Keys are namespaced by `[state] prefix` and expire on their own.
+//! Keys are namespaced by `[state] prefix` and expire on their own, except
+//! operator controls, which last until an operator removes them (in memory
+//! they are kept in `[state] file`, so they survive a restart too).
 //!
 //! The unit of work is an [`Admission`] request: a call's rate buckets and
 //! quota counters, decided together — the call takes from all of them or
@@ -18,6 +21,7 @@ pub mod redis;
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -41,6 +45,9 @@ pub struct StateSettings {
     pub timeout: Duration,
     /// How long usage counts are kept.
     pub usage_retention: Duration,
+    /// Where the in-memory store keeps what must survive a restart
+    /// (operator controls); unused with Redis, which keeps them itself.
+    pub file: Option<PathBuf>,
 }
 
 impl Default for StateSettings {
@@ -52,6 +59,7 @@ impl Default for StateSettings {
             on_unavailable: Unavailable::Refuse,
             timeout: Duration::from_millis(500),
             usage_retention: Duration::from_secs(90 * 86_400),
+            file: None,
         }
     }
 }
@@ -106,6 +114,10 @@ pub struct Admission {
     /// [`StateStore::history`]); Redis only: in memory, the gateway keeps
     /// history itself.
     pub history: Option<String>,
+    /// Read the operator controls' generation in the same round trip, so a
+    /// replica learns of a kill switch set elsewhere by the next call
+    /// (Redis only: in memory, this process set it).
+    pub controls: bool,
 }
 
 /// How one demand stood.
@@ -132,6 +144,18 @@ pub struct Verdict {
     pub quotas: Vec<Answer>,
     /// The history asked for, oldest first (`None` if none was asked for).
     pub history: Option<Vec<PastCall>>,
+    /// The operator controls' generation, if asked for.
+    pub controls: Option<u64>,
+}
+
+/// One table of operator controls (say, the kill switches): entries by id,
+/// as JSON text, and the generation of all controls, bumped on every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// Bumped on every change to any table.
+    pub generation: u64,
+    /// Entries by id.
+    pub entries: BTreeMap<String, String>,
 }
 
 /// Usage of one tenant on one upstream.
@@ -173,9 +197,11 @@ pub enum StateStore {
 impl StateStore {
     /// Open the store `settings` name. Redis must answer now: a gateway that
     /// starts without its shared state would enforce nothing it promised.
+    /// In memory, the controls saved in `settings.file` are read back; a file
+    /// that cannot be read is an error (the switches in it would be lost).
     pub async fn open(settings: &StateSettings) -> Result<Self, StateError> {
         match &settings.redis {
-            None => Ok(Self::Memory(memory::MemoryStore::default())),
+            None => Ok(Self::Memory(memory::MemoryStore::open(settings.file.clone())?)),
             Some(url) => Ok(Self::Redis(redis::RedisStore::connect(url, settings).await?)),
         }
     }
@@ -257,6 +283,40 @@ impl StateStore {
         }
     }
 
+    /// Set the control `id` of `table` to `value` (JSON text); the new
+    /// generation. Persisted before it returns (in memory: to `[state] file`).
+    pub async fn put_control(&self, table: &str, id: &str, value: &str) -> Result<u64, StateError> {
+        match self {
+            Self::Memory(store) => store.put_control(table, id, Some(value)).map(|(_, generation)| generation),
+            Self::Redis(store) => store.put_control(table, id, value).await,
+        }
+    }
+
+    /// Remove the control `id` of `table`: whether it was there, and the new
+    /// generation.
+    pub async fn remove_control(&self, table: &str, id: &str) -> Result<(bool, u64), StateError> {
+        match self {
+            Self::Memory(store) => store.put_control(table, id, None),
+            Self::Redis(store) => store.remove_control(table, id).await,
+        }
+    }
+
+    /// Every control of `table`, with the generation they belong to.
+    pub async fn controls(&self, table: &str) -> Result<Controls, StateError> {
+        match self {
+            Self::Memory(store) => Ok(store.controls(table)),
+            Self::Redis(store) => store.controls(table).await,
+        }
+    }
+
+    /// The controls' generation alone (cheap: a replica's poll).
+    pub async fn controls_generation(&self) -> Result<u64, StateError> {
+        match self {
+            Self::Memory(store) => Ok(store.controls(CONTROLS_NONE).generation),
+            Self::Redis(store) => store.controls_generation().await,
+        }
+    }
+
     /// Usage from hour `since_hour` on (hours since the epoch), optionally of
     /// one tenant.
     pub async fn usage(&self, since_hour: u64, tenant: Option<&str>) -> Result<UsageTable, StateError> {
@@ -266,6 +326,9 @@ impl StateStore {
         }
     }
 }
+
+/// A table no control lives in, to read the generation alone.
+const CONTROLS_NONE: &str = "";
 
 fn not_shared() -> StateError {
     StateError("chain history is kept by the gateway itself when state is in memory".into())

@@ -67,7 +67,10 @@ impl RedisStore {
     /// Decide `admission` in one round trip.
     pub async fn admit(&self, admission: &Admission) -> Result<Verdict, StateError> {
         let mut invocation = self.admit.prepare_invoke();
-        invocation.arg(admission.rates.len()).arg(u8::from(admission.history.is_some()));
+        invocation
+            .arg(admission.rates.len())
+            .arg(u8::from(admission.history.is_some()))
+            .arg(u8::from(admission.controls));
         for demand in &admission.rates {
             invocation
                 .key(self.key(&demand.key))
@@ -83,12 +86,16 @@ impl RedisStore {
                 .arg(demand.ttl_ms)
                 .arg(u8::from(demand.enforce));
         }
+        if admission.controls {
+            invocation.key(self.key(CONTROLS_GENERATION));
+        }
         if let Some(history) = &admission.history {
             invocation.key(self.key(&history_key(history)));
         }
         let mut connection = self.connection.clone();
         let reply: Vec<redis::Value> = invocation.invoke_async(&mut connection).await.map_err(unreachable)?;
-        let expected = 1 + 3 * (admission.rates.len() + admission.quotas.len());
+        let answers = 1 + 3 * (admission.rates.len() + admission.quotas.len());
+        let expected = answers + usize::from(admission.controls);
         let number = |i: usize| match reply.get(i) {
             Some(redis::Value::Int(n)) => Ok(*n),
             other => Err(StateError(format!("the admission script answered {other:?} at {i}, not a number"))),
@@ -112,11 +119,16 @@ impl RedisStore {
                 })
                 .collect()
         });
+        let controls = match admission.controls {
+            true => Some(number(answers)?.max(0) as u64),
+            false => None,
+        };
         Ok(Verdict {
             admitted: number(0)? == 1,
             rates: (0..n).map(answer).collect::<Result<_, _>>()?,
             quotas: (n..n + admission.quotas.len()).map(answer).collect::<Result<_, _>>()?,
             history,
+            controls,
         })
     }
 
@@ -225,6 +237,53 @@ impl RedisStore {
         connection.del::<_, ()>(self.key(&history_key(key))).await.map_err(unreachable)
     }
 
+    /// Set a control and bump the generation, atomically; the new generation.
+    pub async fn put_control(&self, table: &str, id: &str, value: &str) -> Result<u64, StateError> {
+        let mut connection = self.connection.clone();
+        let (generation,): (u64,) = redis::pipe()
+            .atomic()
+            .hset(self.key(&controls_key(table)), id, value)
+            .ignore()
+            .incr(self.key(CONTROLS_GENERATION), 1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(generation)
+    }
+
+    /// Remove a control and bump the generation, atomically.
+    pub async fn remove_control(&self, table: &str, id: &str) -> Result<(bool, u64), StateError> {
+        let mut connection = self.connection.clone();
+        let (removed, generation): (u64, u64) = redis::pipe()
+            .atomic()
+            .hdel(self.key(&controls_key(table)), id)
+            .incr(self.key(CONTROLS_GENERATION), 1)
+            .query_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok((removed > 0, generation))
+    }
+
+    /// A table of controls and the generation, read together.
+    pub async fn controls(&self, table: &str) -> Result<super::Controls, StateError> {
+        let mut connection = self.connection.clone();
+        let (generation, entries): (Option<u64>, std::collections::BTreeMap<String, String>) = redis::pipe()
+            .atomic()
+            .get(self.key(CONTROLS_GENERATION))
+            .hgetall(self.key(&controls_key(table)))
+            .query_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(super::Controls { generation: generation.unwrap_or(0), entries })
+    }
+
+    /// The controls' generation.
+    pub async fn controls_generation(&self) -> Result<u64, StateError> {
+        let mut connection = self.connection.clone();
+        let generation: Option<u64> = connection.get(self.key(CONTROLS_GENERATION)).await.map_err(unreachable)?;
+        Ok(generation.unwrap_or(0))
+    }
+
     /// A secret every gateway on this Redis shares: the first to ask sets it.
     pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StateError> {
         use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -239,6 +298,15 @@ impl RedisStore {
     }
 }
 
+/// The operator controls' generation (before the namespace): bumped by every
+/// change, never expiring.
+const CONTROLS_GENERATION: &str = "controls:generation";
+
+/// Where a table of operator controls lives (before the namespace).
+fn controls_key(table: &str) -> String {
+    format!("controls:{table}")
+}
+
 /// Where the chain history under `key` lives (before the namespace).
 fn history_key(key: &str) -> String {
     format!("history:{key}")
@@ -246,12 +314,7 @@ fn history_key(key: &str) -> String {
 
 /// A past call as Redis keeps it: `[kind, server, name, timestamp_ms]`.
 fn encode_past(call: &PastCall) -> String {
-    let kind = match call.kind {
-        TargetKind::Tool => "tool",
-        TargetKind::Resource => "resource",
-        TargetKind::Prompt => "prompt",
-    };
-    serde_json::json!([kind, call.server, call.name, call.timestamp_ms]).to_string()
+    serde_json::json!([call.kind.as_str(), call.server, call.name, call.timestamp_ms]).to_string()
 }
 
 fn decode_past(text: &str) -> Option<PastCall> {

@@ -13,7 +13,7 @@ const T0: u64 = 1_000_000_000_000_000;
 #[test]
 fn gcra_admits_the_burst_then_the_sustained_rate() {
     let store = MemoryStore::default();
-    let ask = Admission { rates: vec![rate("r", 10, 3, true)], quotas: vec![], history: None };
+    let ask = Admission { rates: vec![rate("r", 10, 3, true)], quotas: vec![], history: None, controls: false };
     let remaining: Vec<u64> = (0..3).map(|_| store.admit(&ask, T0).rates[0].remaining).collect();
     assert_eq!(remaining, [2, 1, 0]);
     let refused = store.admit(&ask, T0);
@@ -32,13 +32,18 @@ fn a_call_takes_from_all_its_demands_or_from_none() {
     let store = MemoryStore::default();
     let wide = rate("wide", 1000, 100, true);
     let narrow = rate("narrow", 1, 1, true);
-    let both = Admission { rates: vec![wide.clone(), narrow], quotas: vec![quota("q", 10, 1, true)], history: None };
+    let both = Admission {
+        rates: vec![wide.clone(), narrow],
+        quotas: vec![quota("q", 10, 1, true)],
+        history: None,
+        controls: false,
+    };
     assert!(store.admit(&both, T0).admitted);
     let refused = store.admit(&both, T0);
     assert!(!refused.admitted);
     assert!(refused.rates[0].conforms && !refused.rates[1].conforms && refused.quotas[0].conforms);
     // Nothing was taken from the wide bucket or the quota by the refused call.
-    let alone = Admission { rates: vec![wide], quotas: vec![quota("q", 10, 1, true)], history: None };
+    let alone = Admission { rates: vec![wide], quotas: vec![quota("q", 10, 1, true)], history: None, controls: false };
     let after = store.admit(&alone, T0);
     assert_eq!(after.rates[0].remaining, 98, "two calls taken: the first and this one");
     assert_eq!(after.quotas[0].remaining, 8);
@@ -47,7 +52,12 @@ fn a_call_takes_from_all_its_demands_or_from_none() {
 #[test]
 fn shadow_demands_never_refuse_and_take_only_when_they_have_room() {
     let store = MemoryStore::default();
-    let ask = Admission { rates: vec![rate("s", 1, 1, false)], quotas: vec![quota("sq", 1, 1, false)], history: None };
+    let ask = Admission {
+        rates: vec![rate("s", 1, 1, false)],
+        quotas: vec![quota("sq", 1, 1, false)],
+        history: None,
+        controls: false,
+    };
     assert!(store.admit(&ask, T0).admitted);
     let second = store.admit(&ask, T0);
     assert!(second.admitted, "shadow demands do not refuse");
@@ -57,13 +67,13 @@ fn shadow_demands_never_refuse_and_take_only_when_they_have_room() {
 #[test]
 fn quota_counters_expire_with_their_window_and_check_only_demands_take_nothing() {
     let store = MemoryStore::default();
-    let ask = Admission { rates: vec![], quotas: vec![quota("w", 2, 1, true)], history: None };
+    let ask = Admission { rates: vec![], quotas: vec![quota("w", 2, 1, true)], history: None, controls: false };
     assert!(store.admit(&ask, T0).admitted);
     assert!(store.admit(&ask, T0).admitted);
     assert!(!store.admit(&ask, T0).admitted);
     assert!(store.admit(&ask, T0 + 60_000_000).admitted, "the counter expired with its window");
     // Upstream time: checked before the call (cost 0), charged after.
-    let time = Admission { rates: vec![], quotas: vec![quota("t", 100, 0, true)], history: None };
+    let time = Admission { rates: vec![], quotas: vec![quota("t", 100, 0, true)], history: None, controls: false };
     assert!(store.admit(&time, T0).admitted);
     store.charge("t", 60, 60_000, T0);
     assert!(store.admit(&time, T0).admitted, "60 of 100 used");

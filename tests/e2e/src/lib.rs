@@ -442,6 +442,19 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// Run `warden serve` on `config` (a file) when it is expected not to
+/// start: its exit status and output.
+pub fn serve_refused(config: &Path) -> std::process::Output {
+    let output = Command::new(bin("warden"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "warden served on {}", config.display());
+    output
+}
+
 /// An `[[api_key]]` table for one of the quick start's demo keys (the key is
 /// its subject), with these roles; its tenant is the subject's second word.
 pub fn demo_key(subject: &str, roles: &[&str]) -> String {
@@ -471,11 +484,14 @@ pub fn quickstart_config() -> String {
         .replace("chain = \"../../policies/quickstart.toml\"", "chain = \"{root}/policies/quickstart.toml\"")
         .replace("command = \"warden-demo-upstream\"", "command = \"{demo}\"")
         .replace("file = \"../../target/quickstart/audit/warden.jsonl\"", "file = \"{dir}/audit/warden.jsonl\"")
+        .replace("file = \"../../target/quickstart/state.json\"", "file = \"{dir}/state.json\"")
         .replace(
             "args = [\"--workspace\", \"../../target/quickstart/workspace\", \"--outbox\", \"../../target/quickstart/outbox.jsonl\"]",
             "args = [\"--workspace\", \"{dir}/workspace\", \"--outbox\", \"{dir}/outbox.jsonl\", \"--record\", \"{dir}/record.jsonl\"]",
         );
-    for placeholder in ["{root}/policies", "{demo}", "{dir}/record.jsonl", "{dir}/audit/warden.jsonl"] {
+    for placeholder in
+        ["{root}/policies", "{demo}", "{dir}/record.jsonl", "{dir}/audit/warden.jsonl", "{dir}/state.json"]
+    {
         assert!(
             config.contains(placeholder),
             "examples/quickstart/warden.toml changed shape; update quickstart_config()"

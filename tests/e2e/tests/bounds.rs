@@ -24,8 +24,10 @@ const ENGINEER_SHA256: &str = "54c1e7841003db6d41b7cdcd3c675e5af9af86a970cc76f70
 /// The quick-start gateway with `server` added to `[server]`, `sessions` as
 /// `[sessions]`, and the engineer as admin.
 fn config(server: &str, sessions: &str) -> String {
-    let config = quickstart_config().replace("path = \"/mcp\"\n", &format!("path = \"/mcp\"\n{server}"));
-    format!("{config}\n[sessions]\n{sessions}\n[admin]\nrole = \"engineer\"\n")
+    let config = quickstart_config()
+        .replace("path = \"/mcp\"\n", &format!("path = \"/mcp\"\n{server}"))
+        .replace("role = \"warden-admin\"", "role = \"engineer\"");
+    format!("{config}\n[sessions]\n{sessions}\n")
 }
 
 fn addr(warden: &Warden) -> SocketAddr {

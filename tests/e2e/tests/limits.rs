@@ -371,11 +371,7 @@ fn an_unreachable_redis_at_start_up_exits_64_naming_it() {
         .replace("{dir}", &dir.path().display().to_string())
         .replace("{demo}", &bin("warden-demo-upstream").display().to_string());
     std::fs::write(&file, config).unwrap();
-    let output = Command::new(bin("warden"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let output = e2e::serve_refused(&file);
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("state.redis") && stderr.contains(&port.to_string()), "{stderr}");
@@ -621,11 +617,7 @@ async fn redis_with_a_password_over_tls_is_used_and_a_wrong_password_or_untruste
             .replace("{dir}", &dir.path().display().to_string())
             .replace("{demo}", &bin("warden-demo-upstream").display().to_string());
         std::fs::write(&file, text).unwrap();
-        let output = Command::new(bin("warden"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
+        let output = e2e::serve_refused(&file);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(64), "{why}: {stderr}");
         assert!(stderr.contains("state.redis"), "{why}: {stderr}");
