@@ -11,7 +11,9 @@
 //!   `POST /admin/reload` (limits and chain): for callers holding the admin
 //!   role.
 //! - `GET /admin/switches`, `POST /admin/kill`, `POST /admin/revive`: kill
-//!   switches (admin role; each action is audited with who took it).
+//!   switches; `GET /admin/tools`, `POST /admin/tools/approve`: tools that
+//!   differ from their pins (admin role; each action is audited with who
+//!   took it).
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -115,6 +117,8 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         (&Method::GET, "/admin/switches") => "switches",
         (&Method::POST, "/admin/kill") => "kill",
         (&Method::POST, "/admin/revive") => "revive",
+        (&Method::GET, "/admin/tools") => "tools",
+        (&Method::POST, "/admin/tools/approve") => "approve",
         (_, path) => return plain(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
     };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -141,6 +145,9 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         let in_force = admin.gateway.switches().list().count() as u64;
         controls.gauge("warden_kill_switches", "Kill switches in force", in_force);
         snapshots.push(controls);
+        if let Some(pins) = admin.gateway.pins() {
+            snapshots.push(pins.snapshot());
+        }
         let text = admin.gateway.metrics().render(snapshots);
         return Response::builder()
             .status(StatusCode::OK)
@@ -157,6 +164,11 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         }
         "usage" => usage(admin, request.uri().query().unwrap_or_default()).await,
         "switches" => json_response(StatusCode::OK, &switch_list(admin)),
+        "tools" => pending_tools(admin),
+        "approve" => match json_body(request, &["tools", "all", "reason"]).await {
+            Ok(body) => approve(admin, &principal, body).await,
+            Err(problem) => plain(StatusCode::BAD_REQUEST, &problem),
+        },
         "kill" | "revive" => match switch_request(request).await {
             Ok(asked) if action == "kill" => kill(admin, &principal, asked).await,
             Ok(asked) => revive(admin, &principal, asked).await,
@@ -177,19 +189,35 @@ struct SwitchRequest {
     reason: Option<String>,
 }
 
-/// Read and check a kill or revive request's body; every problem at once.
-async fn switch_request(request: Request<Incoming>) -> Result<SwitchRequest, String> {
+/// A control request's body: a JSON object of at most
+/// [`MAX_CONTROL_BODY`] bytes with only `fields` (each unknown one is a
+/// problem, reported at once with the others).
+async fn json_body(
+    request: Request<Incoming>,
+    fields: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let body = http_body_util::Limited::new(request.into_body(), MAX_CONTROL_BODY)
         .collect()
         .await
         .map_err(|e| format!("cannot read the body (at most {MAX_CONTROL_BODY} bytes): {e}"))?
         .to_bytes();
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let Some(object) = value.as_object() else { return Err("the body must be a JSON object".into()) };
-    let mut problems = Vec::new();
-    for key in object.keys().filter(|k| !["kind", "pattern", "reason"].contains(&k.as_str())) {
-        problems.push(format!("{key}: unknown field (kind, pattern, reason)"));
+    let serde_json::Value::Object(object) = value else { return Err("the body must be a JSON object".into()) };
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|k| !fields.contains(&k.as_str()))
+        .map(|key| format!("{key}: unknown field ({})", fields.join(", ")))
+        .collect();
+    match unknown.is_empty() {
+        true => Ok(object),
+        false => Err(unknown.join("\n")),
     }
+}
+
+/// Read and check a kill or revive request's body; every problem at once.
+async fn switch_request(request: Request<Incoming>) -> Result<SwitchRequest, String> {
+    let object = json_body(request, &["kind", "pattern", "reason"]).await?;
+    let mut problems = Vec::new();
     let text = |key: &str, problems: &mut Vec<String>| match object.get(key) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -227,6 +255,65 @@ async fn switch_request(request: Request<Incoming>) -> Result<SwitchRequest, Str
     }
 }
 
+/// `GET /admin/tools`: the tools that differ from their pins.
+fn pending_tools(admin: &Admin) -> Response<Body> {
+    let Some(review) = admin.gateway.pin_review() else {
+        return plain(StatusCode::NOT_FOUND, "tool pinning is off (no [pinning] table)");
+    };
+    let versions: Vec<_> =
+        review.versions.iter().map(|(s, was, now)| json!({ "server": s, "locked": was, "now": now })).collect();
+    json_response(StatusCode::OK, &json!({ "findings": review.findings(), "versions": versions }))
+}
+
+/// `POST /admin/tools/approve` `{"tools": ["server/tool", …]}` or
+/// `{"all": true}`, with an optional `reason`: pin what those tools are now.
+async fn approve(
+    admin: &Admin,
+    principal: &Principal,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Response<Body> {
+    let gateway = &admin.gateway;
+    if gateway.pin_review().is_none() {
+        return plain(StatusCode::NOT_FOUND, "tool pinning is off (no [pinning] table)");
+    }
+    let tools: Option<Vec<String>> = match body.get("tools") {
+        None => None,
+        Some(value) => match serde_json::from_value(value.clone()) {
+            Ok(tools) => Some(tools),
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "tools: must be a list of \"server/tool\" names"),
+        },
+    };
+    let all = body.get("all") == Some(&json!(true));
+    let reason = body.get("reason").and_then(serde_json::Value::as_str).map(str::to_owned);
+    if tools.is_some() == all {
+        return plain(StatusCode::BAD_REQUEST, "give tools: [\"server/tool\", …] or all: true");
+    }
+    if gateway.auditor().refusing() {
+        return unrecorded();
+    }
+    let (approved, lock_error) = match gateway.approve_tools(tools.as_deref()).await {
+        Ok(done) => done,
+        Err(error) => return plain(StatusCode::SERVICE_UNAVAILABLE, &format!("nothing was approved: {error}")),
+    };
+    let missing: Vec<&String> =
+        tools.iter().flatten().filter(|name| !approved.iter().any(|f| &f.id() == *name)).collect();
+    let mut recorded = true;
+    for finding in &approved {
+        let mut record = ControlRecord::new("approve", format!("pin:{}", finding.id()), principal);
+        record.reason = reason.clone();
+        record.detail = Some(json!({ "sha256": finding.sha256, "change": finding.change }));
+        recorded &= gateway.auditor().record(&record).await;
+    }
+    if !recorded {
+        return unrecorded();
+    }
+    for finding in &approved {
+        tracing::warn!(tool = %finding.id(), change = finding.change, by = %principal.subject, "tool definition approved");
+    }
+    let status = if approved.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    json_response(status, &json!({ "approved": approved, "not_pending": missing, "lock_error": lock_error }))
+}
+
 /// The switches in force, for `GET /admin/switches` and the status.
 fn switch_list(admin: &Admin) -> serde_json::Value {
     let set = admin.gateway.switches();
@@ -262,7 +349,7 @@ async fn kill(admin: &Admin, principal: &Principal, asked: SwitchRequest) -> Res
     if let Err(error) = &done {
         (record.outcome, record.error) = ("failed", Some(error.to_string()));
     }
-    let recorded = gateway.auditor().record_control(&record).await;
+    let recorded = gateway.auditor().record(&record).await;
     match done {
         Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("the switch is not set: {error}")),
         Ok(()) if !recorded => unrecorded(),
@@ -288,7 +375,7 @@ async fn revive(admin: &Admin, principal: &Principal, asked: SwitchRequest) -> R
         Ok(Some(_)) => {}
         Err(error) => (record.outcome, record.error) = ("failed", Some(error.to_string())),
     }
-    let recorded = gateway.auditor().record_control(&record).await;
+    let recorded = gateway.auditor().record(&record).await;
     match done {
         Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &format!("the switch is not removed: {error}")),
         Ok(None) => plain(StatusCode::NOT_FOUND, &format!("no kill switch {id}")),

@@ -137,6 +137,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pin tool definitions against rug pulls: lock them, see what changed,
+    /// approve changes.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// Build, sign and verify policy packs.
     Pack {
         #[command(subcommand)]
@@ -162,6 +168,48 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ToolsCommand {
+    /// Start the config's upstreams, list their tools and write the lock
+    /// file: per tool, the SHA-256 of its definition (RFC 8785), and each
+    /// upstream's serverInfo version. What they serve now is trusted: review
+    /// it first.
+    Lock {
+        /// The gateway config.
+        #[arg(long, value_name = "FILE", default_value = "warden.toml")]
+        config: PathBuf,
+        /// Write here instead of the config's [pinning] lock.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show the tools of a running gateway that differ from their pins,
+    /// field by field (GET /admin/tools; credential from WARDEN_API_KEY).
+    Diff {
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// Print the JSON the gateway answered.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept what these tools are now (server/tool names, or --all): their
+    /// definitions become their pins, on every replica, and the lock file is
+    /// rewritten (POST /admin/tools/approve).
+    Approve {
+        /// Tools to approve, as server/tool.
+        tools: Vec<String>,
+        /// Approve every pending tool.
+        #[arg(long, conflicts_with = "tools")]
+        all: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
     },
 }
 
@@ -389,6 +437,7 @@ pub fn main() -> ExitCode {
         Command::Pack { command } => pack(command),
         Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
         Command::Audit { command } => audit(command),
+        Command::Tools { command } => tools(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -691,6 +740,93 @@ fn control(url: &str, action: &str, body: serde_json::Value) -> anyhow::Result<u
         ),
     }
     Ok(0)
+}
+
+fn tools(command: ToolsCommand) -> anyhow::Result<u8> {
+    match command {
+        ToolsCommand::Lock { config, out } => {
+            let config = server::load_config(&config)?;
+            let Some(out) = out.or_else(|| config.pinning.as_ref().map(|p| p.lock.clone())) else {
+                bail!("{}: no [pinning] lock to write; give --out", config.file.display());
+            };
+            let lock = runtime()?.block_on(server::lock_tools(&config))?;
+            lock.write(&out).with_context(|| format!("cannot write {}", out.display()))?;
+            let tools: usize = lock.upstreams.values().map(|u| u.tools.len()).sum();
+            println!("locked {tools} tools of {} upstreams in {}", lock.upstreams.len(), out.display());
+            Ok(0)
+        }
+        ToolsCommand::Diff { url, json } => {
+            let target = format!("{}/admin/tools", url.trim_end_matches('/'));
+            let Some(answer) = admin_json(hyper::Method::GET, &target, None)? else { return Ok(EXIT_ERROR) };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(0);
+            }
+            for version in answer["versions"].as_array().into_iter().flatten() {
+                println!("{}: server version {} (locked {})", version["server"], version["now"], version["locked"]);
+            }
+            let findings = answer["findings"].as_array().cloned().unwrap_or_default();
+            if findings.is_empty() {
+                println!("every tool matches its pin");
+            }
+            for finding in &findings {
+                print_finding(finding);
+            }
+            Ok(0)
+        }
+        ToolsCommand::Approve { tools, all, reason, url } => {
+            let target = format!("{}/admin/tools/approve", url.trim_end_matches('/'));
+            let body = match all {
+                true => serde_json::json!({ "all": true, "reason": reason }),
+                false if tools.is_empty() => bail!("name the tools to approve (server/tool), or give --all"),
+                false => serde_json::json!({ "tools": tools, "reason": reason }),
+            };
+            let Some(answer) = admin_json(hyper::Method::POST, &target, Some(&body))? else { return Ok(EXIT_ERROR) };
+            for finding in answer["approved"].as_array().into_iter().flatten() {
+                println!(
+                    "approved {}/{} ({})",
+                    text(&finding["server"]),
+                    text(&finding["tool"]),
+                    text(&finding["change"])
+                );
+            }
+            if let Some(error) = answer["lock_error"].as_str() {
+                eprintln!("warning: {error}; the approvals hold in the gateway's state store");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// A JSON string's text ("" if it is not one).
+fn text(value: &serde_json::Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// One pin finding, as `warden tools diff` shows it: a heading, then each
+/// changed field as it was (-) and is (+).
+fn print_finding(finding: &serde_json::Value) {
+    let what = match text(&finding["change"]) {
+        "renamed" => format!("renamed from {}", text(&finding["renamed_from"])),
+        "unpinned" => "not in the lock file".to_owned(),
+        change => change.to_owned(),
+    };
+    let held = if finding["held"] == serde_json::json!(true) { "held" } else { "flagged" };
+    println!("{}/{}: {what} ({held})", text(&finding["server"]), text(&finding["tool"]));
+    for change in finding["diff"].as_array().into_iter().flatten() {
+        println!("  {}:", text(&change["field"]));
+        for (sign, key) in [("-", "was"), ("+", "now")] {
+            let value = &change[key];
+            let shown = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Null => "(none)".to_owned(),
+                other => other.to_string(),
+            };
+            for line in shown.lines() {
+                println!("    {sign} {line}");
+            }
+        }
+    }
 }
 
 /// `warden switches`: the kill switches in force.

@@ -17,7 +17,7 @@ use crate::{
     auth::Authenticator,
     chain::Chain,
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
-    controls::Switches,
+    controls::{LockFile, Pins, Switches},
     engine::Engine,
     gateway::{Gateway, Governance, Settings},
     limits::Limiter,
@@ -134,8 +134,59 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         problems.push(if config.state.redis.is_some() { "state.redis" } else { "state.file" }, e);
         problems.into_error()
     })?;
+    let pins = match &config.pinning {
+        Some(settings) => Some(Arc::new(Pins::load(settings.clone(), Arc::clone(&store)).await.map_err(|e| {
+            let mut problems = crate::config::Problems::new(&config.file);
+            problems.push("pinning.lock", e);
+            problems.into_error()
+        })?)),
+        None => None,
+    };
     let usage = UsageMeter::start(store, config.state.usage_retention);
-    Ok(Governance { auditor, metrics, limiter: Arc::new(limiter), usage, session_seal, switches: Arc::new(switches) })
+    Ok(Governance {
+        auditor,
+        metrics,
+        limiter: Arc::new(limiter),
+        usage,
+        session_seal,
+        switches: Arc::new(switches),
+        pins,
+    })
+}
+
+/// Start the upstreams of `config`, list their tools and lock them: what
+/// `warden tools lock` writes. Every upstream must answer.
+pub async fn lock_tools(config: &GatewayConfig) -> Result<LockFile, anyhow::Error> {
+    crate::tls::trust(&config.tls_roots);
+    let (events, _ignored) = tokio::sync::mpsc::unbounded_channel();
+    let order = config.upstreams.iter().map(|u| (u.spec.name.clone(), u.prefix.clone())).collect();
+    let catalog = crate::catalog::Catalog::new(config.naming.clone(), order);
+    let upstreams: Vec<_> =
+        config.upstreams.iter().map(|u| crate::upstream::Upstream::start(u.spec.clone(), events.clone())).collect();
+    let mut versions = std::collections::BTreeMap::new();
+    let listed = async {
+        for upstream in &upstreams {
+            let deadline = tokio::time::Instant::now() + READY_WAIT;
+            let info = loop {
+                if let Some(info) = upstream.server_info() {
+                    break info;
+                }
+                if upstream.has_failed() || tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("upstream {} did not answer, so its tools cannot be locked", upstream.name());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            };
+            catalog.refresh(upstream).await.with_context(|| format!("cannot list upstream {}", upstream.name()))?;
+            if let Some(version) = info.info.get("version").and_then(serde_json::Value::as_str) {
+                versions.insert(upstream.name().to_owned(), version.to_owned());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    futures_util::future::join_all(upstreams.iter().map(|u| u.shutdown())).await;
+    listed?;
+    Ok(LockFile::of(&catalog.snapshot(), &versions))
 }
 
 /// The authenticators a config asks for (starts JWKS fetching: call within

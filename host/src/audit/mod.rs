@@ -347,9 +347,10 @@ pub struct ControlRecord {
     pub kind: &'static str,
     /// When (RFC 3339, UTC, milliseconds).
     pub time: String,
-    /// `kill` or `revive`.
+    /// `kill`, `revive` or `approve`.
     pub action: &'static str,
-    /// The control acted on: a switch id (`tool:demo/write_*`).
+    /// The control acted on: a switch id (`tool:demo/write_*`) or a pin
+    /// (`pin:demo/fetch_weather`).
     pub control: String,
     /// The operator's reason, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +368,9 @@ pub struct ControlRecord {
     /// What failed, for `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What was accepted, for `approve`: the pinned digest and the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
 }
 
 impl ControlRecord {
@@ -383,17 +387,19 @@ impl ControlRecord {
             tenant: principal.tenant.clone(),
             outcome: "done",
             error: None,
+            detail: None,
         }
     }
 }
 
 impl Auditor {
-    /// Write an operator's action, waiting until it is durable if the log
-    /// is durable per record; false if it could not be written. Without a
-    /// log it goes to the `warden::audit` log target only.
-    pub async fn record_control(&self, record: &ControlRecord) -> bool {
-        let line = serde_json::to_string(record).expect("a control record serialises");
-        tracing::info!(target: "warden::audit", record = %line, "operator action");
+    /// Write a record that is not a request's decision (an operator's
+    /// action, a pin finding), waiting until it is durable if the log is
+    /// durable per record; false if it could not be written. Without a log
+    /// it goes to the `warden::audit` log target only.
+    pub async fn record(&self, record: &impl Serialize) -> bool {
+        let line = serde_json::to_string(record).expect("a record serialises");
+        tracing::info!(target: "warden::audit", record = %line, "recorded");
         match self.submit(line, true) {
             Some(done) => done.await.unwrap_or(false),
             None => !self.refusing(),

@@ -84,6 +84,9 @@
 //! calls = 10000
 //! per = "day"
 //!
+//! [pinning]                     # tool definitions pinned; see config::controls
+//! lock = "warden-tools.lock"
+//!
 //! [[upstream]]
 //! name = "files"
 //! command = "npx"               # or url = "http://127.0.0.1:3001/mcp"
@@ -95,6 +98,7 @@
 //! timeout_ms = 30000
 //! max_concurrency = 32
 //! era = "auto"                  # HTTP only: "auto", "legacy" or "modern"
+//! pinning = "block"             # with [pinning]: this upstream's on_change ("block", "flag", "off")
 //!
 //! [upstream.auth]               # HTTP only: the upstream's own credentials, one of
 //! bearer_env = "DEMO_TOKEN"     #   Authorization: Bearer <$DEMO_TOKEN>  (or bearer_file)
@@ -127,6 +131,7 @@ use crate::{
     audit::{AuditSettings, Durability, OnError},
     auth::{ApiKey, Principal, ScopeRule},
     catalog::{Naming, NamingMode},
+    controls::{OnChange, PinSettings},
     engine::{CompileCache, EngineSettings},
     limits::Limits,
     pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
@@ -146,6 +151,9 @@ pub struct UpstreamConfig {
     pub spec: UpstreamSpec,
     /// Namespace prefix.
     pub prefix: String,
+    /// What a tool of it that no longer matches its pin gets, if not
+    /// `[pinning] on_change`.
+    pub pinning: Option<OnChange>,
 }
 
 /// A validated gateway config.
@@ -189,6 +197,8 @@ pub struct GatewayConfig {
     pub state: StateSettings,
     /// Rate limits and quotas (reloadable).
     pub limits: Limits,
+    /// Tool pinning, if on.
+    pub pinning: Option<PinSettings>,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -414,6 +424,16 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
             upstreams.push(upstream);
         }
     }
+    let modes: BTreeMap<String, OnChange> =
+        upstreams.iter().filter_map(|u| u.pinning.map(|m| (u.spec.name.clone(), m))).collect();
+    let pinning = match root.table("pinning", &mut problems) {
+        Some(t) => super::controls::pinning(t, base, modes, &mut problems),
+        None if !modes.is_empty() => {
+            problems.push("upstream.pinning", "needs a [pinning] table naming the lock file");
+            None
+        }
+        None => None,
+    };
     root.finish(&mut problems);
     problems.finish(GatewayConfig {
         file: path.to_owned(),
@@ -435,6 +455,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         telemetry,
         state,
         limits,
+        pinning,
     })
 }
 
@@ -666,6 +687,7 @@ fn upstream(
     let prefix: Option<String> = t.get("prefix", problems);
     let timeout_ms: u64 = t.get("timeout_ms", problems).unwrap_or(30_000);
     let max_concurrency: usize = t.get("max_concurrency", problems).unwrap_or(32);
+    let pinning = super::controls::upstream_pinning(&mut t, problems);
     if timeout_ms == 0 {
         problems.push(t.path_of("timeout_ms"), "must be above zero");
     }
@@ -741,6 +763,7 @@ fn upstream(
     Some(UpstreamConfig {
         spec: UpstreamSpec { name, transport, timeout: Duration::from_millis(timeout_ms), max_concurrency },
         prefix,
+        pinning,
     })
 }
 

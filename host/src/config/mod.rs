@@ -6,6 +6,7 @@
 //! - [`identity`]: trusted token issuers and required scopes (part of `warden.toml`).
 
 pub mod chain;
+mod controls;
 pub mod gateway;
 pub mod identity;
 mod limits;

@@ -1,5 +1,6 @@
 //! Operator controls: what an operator decides while the gateway runs,
-//! apart from its config and its policies — kill switches today.
+//! apart from its config and its policies: kill switches, and the approved
+//! pins of tool definitions.
 //!
 //! A control lives in the state store ([`crate::state::StateStore::put_control`]):
 //! in memory it is saved to `[state] file` and read back at start, with
@@ -8,6 +9,8 @@
 //! by polling) reads the controls again, so a switch set on one replica
 //! holds on every other by their next call.
 
+pub mod pins;
 pub mod switches;
 
+pub use pins::{Finding, LockFile, OnChange, PinSettings, Pins};
 pub use switches::{Switch, SwitchKind, SwitchSet, Switches};

@@ -69,6 +69,9 @@ pub enum GatewayError {
         /// The switch.
         switch: Box<crate::controls::Switch>,
     },
+    /// The tool does not match its pin and is held until approved.
+    #[error("tool {}/{} is held until an operator approves it: {}", .0.server, .0.tool, .0.reason())]
+    ToolHeld(Box<crate::controls::Finding>),
     /// The audit log cannot be written and the gateway fails closed.
     #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
     AuditUnavailable,
@@ -94,6 +97,7 @@ impl GatewayError {
             Self::QuotaExceeded(_) => "quota-exceeded",
             Self::StateUnavailable(_) => "state-unavailable",
             Self::SwitchedOff { .. } => "switched-off",
+            Self::ToolHeld(_) => "tool-held",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -137,6 +141,13 @@ impl GatewayError {
                 "pattern": switch.pattern,
                 "reason": switch.reason,
                 "since": switch.at,
+            })),
+            Self::ToolHeld(finding) => RpcError::new(code::TOOL_HELD, message).with_data(json!({
+                "server": finding.server,
+                "tool": finding.tool,
+                "change": finding.change,
+                "fields": finding.diff.iter().map(|d| d.field).collect::<Vec<_>>(),
+                "renamedFrom": finding.renamed_from,
             })),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),

@@ -32,7 +32,7 @@ use crate::{
     auth::{Principal, ScopeRule},
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
-    controls::{Switch, SwitchSet, Switches},
+    controls::{Finding, Pins, Switch, SwitchSet, Switches, pins::Review},
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     limits::Limiter,
     mcp::RpcError,
@@ -98,6 +98,8 @@ pub struct Governance {
     pub session_seal: Option<Arc<crate::transport::seal::SessionSeal>>,
     /// The kill switches in force.
     pub switches: Arc<Switches>,
+    /// Tool pins, if `[pinning]` is on.
+    pub pins: Option<Arc<Pins>>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -192,6 +194,9 @@ pub struct Gateway {
 const MAX_INPUT_ROUNDS: usize = 8;
 /// Most views cached.
 const MAX_VIEWS: usize = 4096;
+/// Who flags a listed tool that differs from its pin (in `_meta`
+/// `dev.warden/flags`, beside the plugins' flags).
+const PINNING_FLAG: &str = "warden.pinning";
 /// How often a replica sharing Redis asks whether the operator controls
 /// changed, so its clients hear of a switch set elsewhere even while nobody
 /// calls it (a call learns of it at once, in the limit check's round trip).
@@ -231,7 +236,7 @@ impl Gateway {
                 gateway.on_upstream_event(event).await;
             }
         });
-        gateway.switches_changed();
+        gateway.controls_changed();
         if matches!(&**gateway.governance.limiter.store(), crate::state::StateStore::Redis(_)) {
             let weak = Arc::downgrade(&gateway);
             tokio::spawn(async move {
@@ -240,10 +245,12 @@ impl Gateway {
                 loop {
                     every.tick().await;
                     let Some(gateway) = weak.upgrade() else { break };
-                    match gateway.governance.switches.poll().await {
-                        Ok(true) => gateway.switches_changed(),
-                        Ok(false) => {}
-                        Err(error) => tracing::debug!(%error, "cannot poll the operator controls"),
+                    let polled = gateway.governance.limiter.store().controls_generation().await;
+                    if let Err(error) = match polled {
+                        Ok(generation) => gateway.catch_up_controls(generation).await,
+                        Err(error) => Err(error),
+                    } {
+                        tracing::debug!(%error, "cannot poll the operator controls");
                     }
                 }
             });
@@ -261,14 +268,14 @@ impl Gateway {
     /// would not survive a restart is refused, not half set.
     pub async fn kill(&self, switch: &Switch) -> Result<(), crate::state::StateError> {
         self.governance.switches.set(switch).await?;
-        self.switches_changed();
+        self.controls_changed();
         Ok(())
     }
 
     /// Remove the switch `id`; the switch, if there was one.
     pub async fn revive(&self, id: &str) -> Result<Option<Switch>, crate::state::StateError> {
         let removed = self.governance.switches.remove(id).await?;
-        self.switches_changed();
+        self.controls_changed();
         Ok(removed)
     }
 
@@ -303,10 +310,24 @@ impl Gateway {
         names
     }
 
-    /// Apply the switches in force: mark switched-off plugins in the live
+    /// Catch up with the controls' `generation` as the store reported it:
+    /// read switches and approvals again if they are older, and apply them.
+    async fn catch_up_controls(&self, generation: u64) -> Result<(), crate::state::StateError> {
+        let switched = self.governance.switches.catch_up(generation).await?;
+        let approved = match &self.governance.pins {
+            Some(pins) => pins.catch_up(generation).await?,
+            None => false,
+        };
+        if switched || approved {
+            self.controls_changed();
+        }
+        Ok(())
+    }
+
+    /// Apply the controls in force: mark switched-off plugins in the live
     /// chain (a new generation, so listings are decided again) and tell
     /// clients every list may have changed.
-    fn switches_changed(&self) {
+    fn controls_changed(&self) {
         let set = self.governance.switches.current();
         self.chain.rcu(|live| {
             let off = set.plugins(live.chain.links().iter().map(|l| l.plugin.name()));
@@ -370,6 +391,81 @@ impl Gateway {
             Ok(_) => {}
             Err(error) => tracing::warn!(upstream, %error, "cannot refresh the catalog"),
         }
+        self.report_pins().await;
+    }
+
+    /// Each upstream's `serverInfo.version`.
+    fn server_versions(&self) -> std::collections::BTreeMap<String, String> {
+        let version = |u: &Upstream| u.server_info()?.info.get("version")?.as_str().map(str::to_owned);
+        self.upstreams.iter().filter_map(|u| Some((u.name().to_owned(), version(u)?))).collect()
+    }
+
+    /// The tool pins, if pinning is on.
+    pub fn pins(&self) -> Option<&Pins> {
+        self.governance.pins.as_deref()
+    }
+
+    /// The live catalog reviewed against the pins (`None`: pinning is off).
+    pub fn pin_review(&self) -> Option<Arc<Review>> {
+        let pins = self.governance.pins.as_ref()?;
+        Some(pins.review(&self.catalog.snapshot(), || self.server_versions()))
+    }
+
+    /// Log, count and audit what the review finds that was not reported
+    /// before: a tool changed, renamed or unpinned, a new server version.
+    async fn report_pins(&self) {
+        let (Some(pins), Some(review)) = (&self.governance.pins, self.pin_review()) else { return };
+        let (findings, versions) = pins.unreported(&review);
+        for (server, was, now) in versions {
+            tracing::warn!(
+                server,
+                was,
+                now,
+                "an upstream's version differs from the locked one; its tools are checked one by one"
+            );
+        }
+        for finding in findings {
+            let fields: Vec<&str> = finding.diff.iter().map(|d| d.field).collect();
+            let diff = serde_json::to_string(&finding.diff).unwrap_or_default();
+            tracing::warn!(
+                server = %finding.server,
+                tool = %finding.tool,
+                change = finding.change,
+                fields = ?fields,
+                held = finding.held,
+                %diff,
+                "a tool does not match its pin: {}",
+                finding.reason(),
+            );
+            let mut record = serde_json::to_value(&finding).expect("a finding serialises");
+            record["kind"] = json!("pin");
+            record["time"] = json!(crate::audit::timestamp(SystemTime::now()));
+            record["action"] = json!(if finding.held { "held" } else { "flagged" });
+            if !self.governance.auditor.record(&record).await {
+                tracing::error!(tool = %finding.id(), "the pin finding could not be audited");
+            }
+        }
+    }
+
+    /// Accept the findings on `tools` (`server/tool`; `None`: every one):
+    /// their definitions become their pins, on every replica. The findings
+    /// approved, and the error rewriting the lock file if that failed.
+    pub async fn approve_tools(
+        &self,
+        tools: Option<&[String]>,
+    ) -> Result<(Vec<Finding>, Option<String>), crate::state::StateError> {
+        let (Some(pins), Some(review)) = (&self.governance.pins, self.pin_review()) else { return Ok((vec![], None)) };
+        let chosen: Vec<Finding> =
+            review.findings().iter().filter(|f| tools.is_none_or(|names| names.contains(&f.id()))).cloned().collect();
+        if chosen.is_empty() {
+            return Ok((chosen, None));
+        }
+        let lock_error = pins.approve(&chosen).await?;
+        if let Some(error) = &lock_error {
+            tracing::warn!(%error, "the approvals hold, but the lock file was not rewritten");
+        }
+        self.controls_changed();
+        Ok((chosen, lock_error))
     }
 
     /// Wait until every upstream has been listed, or has failed its first
@@ -683,10 +779,23 @@ impl Gateway {
         let snapshot = self.catalog.snapshot();
         let view = self.view(&caller.principal, &snapshot);
         let off = self.switches();
+        let review = self.pin_review();
+        let pinned =
+            |i: usize| review.as_ref().and_then(|r| r.get(&snapshot.tools[i].upstream, &snapshot.tools[i].name));
         let on = switched_on(&view.tools, |i| {
             let tool = &snapshot.tools[i];
-            off.covering(TargetKind::Tool, &tool.upstream, &tool.name).is_none()
+            off.covering(TargetKind::Tool, &tool.upstream, &tool.name).is_none() && !pinned(i).is_some_and(|f| f.held)
         });
+        // A tool that differs from its pin but is only flagged says so.
+        let on: Vec<Shown> = on
+            .into_iter()
+            .map(|(i, mut flags)| {
+                if let Some(finding) = pinned(i) {
+                    flags.push((PINNING_FLAG.to_owned(), finding.reason()));
+                }
+                (i, flags)
+            })
+            .collect();
         self.page(params, "tools", flagged(&on, |i| &snapshot.tools[i].definition))
     }
 
@@ -758,6 +867,14 @@ impl Gateway {
             name: entry.name.clone(),
             annotations: catalog::annotations(&entry.definition),
         };
+        // A tool whose definition is not the one pinned is held: what the
+        // agent read may not be what the operator approved.
+        if let Some(finding) =
+            self.pin_review().and_then(|r| r.get(&entry.upstream, &entry.name).filter(|f| f.held).cloned())
+        {
+            cx.target(&target);
+            return Err(GatewayError::ToolHeld(Box::new(finding)));
+        }
         params["name"] = json!(entry.name);
         let schema = entry.definition.get("inputSchema").cloned().unwrap_or(Value::Null);
         self.through_chain(cx, caller, target, arguments, params, "tools/call", "arguments", &schema).await
@@ -858,10 +975,8 @@ impl Gateway {
         // Kill switches next. A switch set on another replica is known by
         // the generation the limit check read along; only then are the
         // switches read again.
-        if let Some(generation) = admitted.controls
-            && self.governance.switches.catch_up(generation).await.map_err(|e| GatewayError::StateUnavailable(e.0))?
-        {
-            self.switches_changed();
+        if let Some(generation) = admitted.controls {
+            self.catch_up_controls(generation).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         }
         self.check_switches(&target)?;
         let history = match admitted.history.take() {

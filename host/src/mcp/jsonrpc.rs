@@ -55,6 +55,10 @@ pub mod code {
     /// `data.reason` says why. (Apart from -32020…-32022, which the
     /// protocol itself uses.)
     pub const SWITCHED_OFF: i64 = -32030;
+    /// Warden: the tool's definition does not match its pin (changed,
+    /// renamed, or never pinned) and it is held until an operator approves
+    /// it; `data.change` and `data.fields` say what differs.
+    pub const TOOL_HELD: i64 = -32031;
 }
 
 /// A JSON-RPC error object.
