@@ -190,12 +190,12 @@ struct SwitchRequest {
 }
 
 /// A control request's body: a JSON object of at most
-/// [`MAX_CONTROL_BODY`] bytes with only `fields` (each unknown one is a
-/// problem, reported at once with the others).
+/// [`MAX_CONTROL_BODY`] bytes, and a problem for each field not in `fields`
+/// (for the caller to report with its own).
 async fn json_body(
     request: Request<Incoming>,
     fields: &[&str],
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>), String> {
     let body = http_body_util::Limited::new(request.into_body(), MAX_CONTROL_BODY)
         .collect()
         .await
@@ -208,16 +208,12 @@ async fn json_body(
         .filter(|k| !fields.contains(&k.as_str()))
         .map(|key| format!("{key}: unknown field ({})", fields.join(", ")))
         .collect();
-    match unknown.is_empty() {
-        true => Ok(object),
-        false => Err(unknown.join("\n")),
-    }
+    Ok((object, unknown))
 }
 
 /// Read and check a kill or revive request's body; every problem at once.
 async fn switch_request(request: Request<Incoming>) -> Result<SwitchRequest, String> {
-    let object = json_body(request, &["kind", "pattern", "reason"]).await?;
-    let mut problems = Vec::new();
+    let (object, mut problems) = json_body(request, &["kind", "pattern", "reason"]).await?;
     let text = |key: &str, problems: &mut Vec<String>| match object.get(key) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
