@@ -166,7 +166,8 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         "switches" => json_response(StatusCode::OK, &switch_list(admin)),
         "tools" => pending_tools(admin),
         "approve" => match json_body(request, &["tools", "all", "reason"]).await {
-            Ok(body) => approve(admin, &principal, body).await,
+            Ok((body, unknown)) if unknown.is_empty() => approve(admin, &principal, body).await,
+            Ok((_, unknown)) => plain(StatusCode::BAD_REQUEST, &unknown.join("\n")),
             Err(problem) => plain(StatusCode::BAD_REQUEST, &problem),
         },
         "kill" | "revive" => match switch_request(request).await {
@@ -387,7 +388,7 @@ async fn revive(admin: &Admin, principal: &Principal, asked: SwitchRequest) -> R
 /// Each is kept as it was if its new version is refused; 422 if either was.
 async fn reload(admin: &Admin, trigger: &str) -> Response<Body> {
     let mut answer = json!({ "reloaded": true });
-    match admin.gateway.limiter().reload(trigger) {
+    match admin.gateway.reload_config(trigger) {
         Ok(counts) => answer["limits"] = counts,
         Err(error) => {
             answer["reloaded"] = json!(false);

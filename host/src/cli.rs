@@ -575,7 +575,7 @@ fn serve(
 async fn reload_on_sighup(gateway: Arc<crate::gateway::Gateway>, reloader: Option<Arc<crate::reload::Reloader>>) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hangup.recv().await.is_some() {
-        let _ = gateway.limiter().reload("SIGHUP");
+        let _ = gateway.reload_config("SIGHUP");
         if let Some(reloader) = &reloader {
             let _ = reloader.reload("SIGHUP").await;
         }

@@ -87,6 +87,7 @@ fn gateway(
         history_ttl: config.sessions.idle_timeout,
         page_size: 500,
         required_scopes: config.required_scopes.clone(),
+        deprecations: config.deprecations.clone(),
     };
     let upstreams = config.upstreams.iter().map(|u| (u.spec.clone(), u.prefix.clone())).collect();
     Ok((Gateway::start(settings, upstreams, chain, governance), named))

@@ -317,6 +317,9 @@ pub struct Decision {
     /// decided on this replica's own counts (`[state] on_unavailable = "local"`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub state_fallback: bool,
+    /// That the tool is deprecated: its message and sunset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<String>,
     /// What happened, in one word (README.md lists them).
     pub outcome: &'static str,
     /// The JSON-RPC error code the client got, if refused.

@@ -1,6 +1,13 @@
-//! `[pinning]` in `warden.toml`, and each upstream's `pinning`.
+//! `[pinning]` and `[[deprecation]]` in `warden.toml`, and each upstream's
+//! `pinning`.
 //!
 //! ```toml
+//! [[deprecation]]
+//! tools = ["demo/send_email"]  # server/name patterns
+//! message = "use notify_team instead"
+//! sunset = 2027-01-31          # a date (that day's start, UTC) or an RFC 3339 time; optional
+//! after_sunset = "refuse"      # or "warn": keep serving it, with the warning
+//!
 //! [pinning]
 //! lock = "warden-tools.lock"   # written by `warden tools lock`; must exist to serve
 //! on_change = "block"          # a tool whose definition changed: "block" (hidden, refused) or "flag"
@@ -13,8 +20,59 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use globset::{Glob, GlobSetBuilder};
+
 use super::{Problems, read::Table};
-use crate::controls::{OnChange, PinSettings};
+use crate::controls::{Deprecation, OnChange, PinSettings, deprecation::parse_sunset};
+
+/// `[[deprecation]]`.
+pub(super) fn deprecations(root: &mut Table<'_>, problems: &mut Problems) -> Vec<Deprecation> {
+    let mut out = Vec::new();
+    for mut t in root.tables("deprecation", problems) {
+        let tools: Option<Vec<String>> = t.require("tools", problems);
+        let message: Option<String> = t.require("message", problems);
+        let sunset = match t.raw("sunset") {
+            None => None,
+            Some(toml::Value::String(text)) => Some(parse_sunset(text)),
+            Some(toml::Value::Datetime(at)) => Some(parse_sunset(&at.to_string())),
+            Some(other) => Some(Err(format!("expected a date or a string, found {}", other.type_str()))),
+        };
+        let sunset = match sunset {
+            Some(Err(problem)) => {
+                problems.push(t.path_of("sunset"), problem);
+                None
+            }
+            Some(Ok(sunset)) => Some(sunset),
+            None => None,
+        };
+        let refuse_after_sunset = match t.get::<String>("after_sunset", problems).as_deref() {
+            None | Some("refuse") => true,
+            Some("warn") => false,
+            Some(other) => {
+                problems.push(t.path_of("after_sunset"), format!("{other:?} is not \"refuse\" or \"warn\""));
+                true
+            }
+        };
+        let mut set = GlobSetBuilder::new();
+        for pattern in tools.iter().flatten() {
+            match Glob::new(pattern) {
+                Ok(glob) if pattern.contains('/') => {
+                    set.add(glob);
+                }
+                Ok(_) => problems.push(t.path_of("tools"), format!("{pattern:?}: a pattern is server/name")),
+                Err(e) => problems.push(t.path_of("tools"), format!("{pattern:?} is not a pattern: {e}")),
+            }
+        }
+        if tools.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(t.path_of("tools"), "name at least one tool");
+        }
+        t.finish(problems);
+        if let (Some(written), Some(message), Ok(compiled)) = (tools, message, set.build()) {
+            out.push(Deprecation { written, tools: compiled, message, sunset, refuse_after_sunset });
+        }
+    }
+    out
+}
 
 /// `[pinning]`, with the upstreams' own modes (name → mode).
 pub(super) fn pinning(

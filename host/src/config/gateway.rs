@@ -84,6 +84,10 @@
 //! calls = 10000
 //! per = "day"
 //!
+//! [[deprecation]]               # deprecated tools; see config::controls
+//! tools = ["demo/old_report"]
+//! message = "use run_report"
+//!
 //! [pinning]                     # tool definitions pinned; see config::controls
 //! lock = "warden-tools.lock"
 //!
@@ -131,7 +135,7 @@ use crate::{
     audit::{AuditSettings, Durability, OnError},
     auth::{ApiKey, Principal, ScopeRule},
     catalog::{Naming, NamingMode},
-    controls::{OnChange, PinSettings},
+    controls::{Deprecation, OnChange, PinSettings},
     engine::{CompileCache, EngineSettings},
     limits::Limits,
     pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
@@ -199,6 +203,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Tool pinning, if on.
     pub pinning: Option<PinSettings>,
+    /// Deprecated tools (reloadable).
+    pub deprecations: Vec<Deprecation>,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -352,6 +358,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         None => StateSettings { file: Some(base.join(super::limits::DEFAULT_STATE_FILE)), ..StateSettings::default() },
     };
     let limits = super::limits::limits(&mut root, &mut problems);
+    let deprecations = super::controls::deprecations(&mut root, &mut problems);
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -456,6 +463,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         state,
         limits,
         pinning,
+        deprecations,
     })
 }
 

@@ -197,6 +197,11 @@ impl RequestContext {
         self.decision.record.state_fallback = admitted.local_fallback;
     }
 
+    /// That the target is deprecated, and how.
+    pub(super) fn deprecation(&mut self, note: String) {
+        self.decision.record.deprecation = Some(note);
+    }
+
     /// The upstream's answer and how long it took.
     pub(super) fn upstream(&mut self, answer: &Result<Value, RpcError>, since: Instant) {
         let (status, error) = match answer {

@@ -72,6 +72,9 @@ pub enum GatewayError {
     /// The tool does not match its pin and is held until approved.
     #[error("tool {}/{} is held until an operator approves it: {}", .0.server, .0.tool, .0.reason())]
     ToolHeld(Box<crate::controls::Finding>),
+    /// The tool is past its sunset and refused.
+    #[error("the tool is retired: {}", .0.describe())]
+    Retired(Box<crate::controls::Deprecation>),
     /// The audit log cannot be written and the gateway fails closed.
     #[error("the audit log cannot be written, so requests are refused (audit.on_error = \"refuse\")")]
     AuditUnavailable,
@@ -98,6 +101,7 @@ impl GatewayError {
             Self::StateUnavailable(_) => "state-unavailable",
             Self::SwitchedOff { .. } => "switched-off",
             Self::ToolHeld(_) => "tool-held",
+            Self::Retired(_) => "retired",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -149,6 +153,7 @@ impl GatewayError {
                 "fields": finding.diff.iter().map(|d| d.field).collect::<Vec<_>>(),
                 "renamedFrom": finding.renamed_from,
             })),
+            Self::Retired(deprecated) => RpcError::new(code::RETIRED, message).with_data(deprecated.note()),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
         }

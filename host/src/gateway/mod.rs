@@ -32,7 +32,7 @@ use crate::{
     auth::{Principal, ScopeRule},
     catalog::{self, Catalog, Entry, Naming, Snapshot},
     chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
-    controls::{Finding, Pins, Switch, SwitchSet, Switches, pins::Review},
+    controls::{Deprecation, Finding, Pins, Switch, SwitchSet, Switches, deprecation, pins::Review},
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     limits::Limiter,
     mcp::RpcError,
@@ -79,6 +79,8 @@ pub struct Settings {
     pub page_size: usize,
     /// Scopes that tools require.
     pub required_scopes: Vec<ScopeRule>,
+    /// Deprecated tools at start (a reload replaces the live ones).
+    pub deprecations: Vec<Deprecation>,
 }
 
 /// What records and bounds every request: the audit log, metrics, the
@@ -182,6 +184,7 @@ pub struct Gateway {
     by_name: HashMap<String, Arc<Upstream>>,
     catalog: Catalog,
     chain: ArcSwap<LiveChain>,
+    deprecations: ArcSwap<Vec<Deprecation>>,
     history: History,
     views: Mutex<HashMap<String, Arc<View>>>,
     changes: broadcast::Sender<Change>,
@@ -219,10 +222,12 @@ impl Gateway {
         let gateway = Arc::new(Self {
             catalog: Catalog::new(settings.naming.clone(), order),
             history: history(&settings, &governance),
+            deprecations: ArcSwap::from_pointee(settings.deprecations.clone()),
             settings,
             by_name: started.iter().map(|u| (u.name().to_owned(), Arc::clone(u))).collect(),
             upstreams: started,
             chain: ArcSwap::from_pointee(LiveChain { chain, generation: 1 }),
+
             views: Mutex::default(),
             changes: broadcast::channel(256).0,
             next_request: AtomicU64::new(1),
@@ -256,6 +261,22 @@ impl Gateway {
             });
         }
         gateway
+    }
+
+    /// Re-read the config file and swap in what can change without a
+    /// restart: `[[limit]]`, `[[quota]]` and `[[deprecation]]`. The whole
+    /// file must be valid, or nothing changes. Counts of what was loaded.
+    pub fn reload_config(&self, trigger: &str) -> Result<Value, String> {
+        let parsed = crate::config::gateway::parse_file(self.governance.limiter.source())
+            .map_err(|e| e.to_string().trim_end().to_owned());
+        let mut counts =
+            self.governance.limiter.reload(trigger, parsed.as_ref().map(|c| &c.limits).map_err(|e| e.as_str()))?;
+        if let Ok(config) = parsed {
+            counts["deprecations"] = json!(config.deprecations.len());
+            self.deprecations.store(Arc::new(config.deprecations));
+            let _ = self.changes.send(Change::ListChanged("notifications/tools/list_changed"));
+        }
+        Ok(counts)
     }
 
     /// The kill switches in force.
@@ -782,9 +803,15 @@ impl Gateway {
         let review = self.pin_review();
         let pinned =
             |i: usize| review.as_ref().and_then(|r| r.get(&snapshot.tools[i].upstream, &snapshot.tools[i].name));
+        let deprecations = self.deprecations.load();
+        let deprecated =
+            |i: usize| deprecation::covering(&deprecations, &snapshot.tools[i].upstream, &snapshot.tools[i].name);
+        let now = now_ms();
         let on = switched_on(&view.tools, |i| {
             let tool = &snapshot.tools[i];
-            off.covering(TargetKind::Tool, &tool.upstream, &tool.name).is_none() && !pinned(i).is_some_and(|f| f.held)
+            off.covering(TargetKind::Tool, &tool.upstream, &tool.name).is_none()
+                && !pinned(i).is_some_and(|f| f.held)
+                && !deprecated(i).is_some_and(|d| d.retired(now))
         });
         // A tool that differs from its pin but is only flagged says so.
         let on: Vec<Shown> = on
@@ -796,7 +823,13 @@ impl Gateway {
                 (i, flags)
             })
             .collect();
-        self.page(params, "tools", flagged(&on, |i| &snapshot.tools[i].definition))
+        let mut tools = flagged(&on, |i| &snapshot.tools[i].definition);
+        for ((i, _), tool) in on.iter().zip(&mut tools) {
+            if let Some(deprecated) = deprecated(*i) {
+                crate::mcp::set_meta(tool, deprecation::META, deprecated.note());
+            }
+        }
+        self.page(params, "tools", tools)
     }
 
     /// The upstream serving `uri` for `principal`, unless its listing hid
@@ -979,6 +1012,18 @@ impl Gateway {
             self.catch_up_controls(generation).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
         }
         self.check_switches(&target)?;
+        // A retired tool is refused; a deprecated one is served with a warning.
+        let deprecations = self.deprecations.load();
+        let deprecated = match target.kind {
+            TargetKind::Tool => deprecation::covering(&deprecations, &target.server, &target.name),
+            _ => None,
+        };
+        if let Some(deprecated) = deprecated {
+            if deprecated.retired(now_ms()) {
+                return Err(GatewayError::Retired(Box::new(deprecated.clone())));
+            }
+            cx.deprecation(deprecated.describe());
+        }
         let history = match admitted.history.take() {
             Some(history) => history,
             // Kept here, or (the store unreachable, on_unavailable = "local")
@@ -1052,19 +1097,26 @@ impl Gateway {
         // An input_required result (a 2026-07-28 client's question round)
         // passes on-result like any result: its questions reach a person or
         // the client's model.
-        if !live.chain.runs(Hook::OnResult) {
-            return Ok(result);
+        let mut result = match live.chain.runs(Hook::OnResult) {
+            false => result,
+            true => {
+                let decision = live.chain.on_result(&call, result.to_string());
+                cx.steps(&decision.steps);
+                let rewrote = decision.rewrote();
+                match decision.outcome {
+                    // Unchanged: the parsed result stands; no need to parse it again.
+                    ResultOutcome::Allow(_) if !rewrote => result,
+                    ResultOutcome::Allow(output) => serde_json::from_str(&output)
+                        .map_err(|e| GatewayError::Internal(format!("rewritten result is not JSON: {e}")))?,
+                    ResultOutcome::Deny(rejection) => return Err(GatewayError::Denied { rejection, on_result: true }),
+                }
+            }
+        };
+        // Told after the chain, so no policy can take the warning out.
+        if let Some(deprecated) = deprecated {
+            crate::mcp::set_meta(&mut result, deprecation::META, deprecated.note());
         }
-        let decision = live.chain.on_result(&call, result.to_string());
-        cx.steps(&decision.steps);
-        let rewrote = decision.rewrote();
-        match decision.outcome {
-            // Unchanged: the parsed result stands; no need to parse it again.
-            ResultOutcome::Allow(_) if !rewrote => Ok(result),
-            ResultOutcome::Allow(output) => serde_json::from_str(&output)
-                .map_err(|e| GatewayError::Internal(format!("rewritten result is not JSON: {e}"))),
-            ResultOutcome::Deny(rejection) => Err(GatewayError::Denied { rejection, on_result: true }),
-        }
+        Ok(result)
     }
 
     /// on-call alone, for requests that use a resource or prompt without

@@ -156,29 +156,32 @@ impl Limiter {
         }
     }
 
-    /// Re-read the rules from the config file and swap them in. The whole
-    /// file must be valid; only `[[limit]]` and `[[quota]]` take effect
-    /// (the rest needs a restart). Counts live in the store under the rules'
-    /// names, so an unchanged rule keeps its counts across the swap.
-    pub fn reload(&self, trigger: &str) -> Result<serde_json::Value, String> {
+    /// Swap in the rules of a re-read config file (`Err`: the file was
+    /// refused, and the old rules stay). Only `[[limit]]` and `[[quota]]`
+    /// take effect here. Counts live in the store under the rules' names,
+    /// so an unchanged rule keeps its counts across the swap.
+    pub fn reload(&self, trigger: &str, parsed: Result<&Limits, &str>) -> Result<serde_json::Value, String> {
         let mut reloads = self.reloads.lock().unwrap();
-        match crate::config::gateway::parse_file(&self.source) {
-            Ok(config) => {
-                let counts =
-                    serde_json::json!({ "rates": config.limits.rates.len(), "quotas": config.limits.quotas.len() });
-                self.rules.store(Arc::new(config.limits));
+        match parsed {
+            Ok(limits) => {
+                let counts = serde_json::json!({ "rates": limits.rates.len(), "quotas": limits.quotas.len() });
+                self.rules.store(Arc::new(limits.clone()));
                 reloads.0 += 1;
                 tracing::info!(trigger, file = %self.source.display(), %counts, "limits reloaded");
                 Ok(counts)
             }
             Err(error) => {
-                let error = error.to_string().trim_end().to_owned();
                 reloads.1 += 1;
-                reloads.2 = Some(error.clone());
+                reloads.2 = Some(error.to_owned());
                 tracing::warn!(trigger, file = %self.source.display(), %error, "limits reload refused; the old limits stay");
-                Err(error)
+                Err(error.to_owned())
             }
         }
+    }
+
+    /// The config file the rules come from.
+    pub fn source(&self) -> &std::path::Path {
+        &self.source
     }
 
     /// The live rules and the store, for `GET /admin/status`.

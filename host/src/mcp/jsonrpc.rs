@@ -59,6 +59,9 @@ pub mod code {
     /// renamed, or never pinned) and it is held until an operator approves
     /// it; `data.change` and `data.fields` say what differs.
     pub const TOOL_HELD: i64 = -32031;
+    /// Warden: the tool is deprecated and past its sunset
+    /// (`after_sunset = "refuse"`); `data` has its `message` and `sunset`.
+    pub const RETIRED: i64 = -32032;
 }
 
 /// A JSON-RPC error object.

@@ -377,3 +377,75 @@ fn a_state_file_that_cannot_be_read_stops_the_start_with_exit_64() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("state.file") && stderr.contains("not a Warden state file"), "{stderr}");
 }
+
+/// `[[deprecation]]` tables: send_email deprecated until a day far off,
+/// read_secrets past its sunset (`after` for it: refuse or warn).
+fn deprecations(after: &str) -> String {
+    format!(
+        "[[deprecation]]\ntools = [\"demo/send_email\"]\nmessage = \"use notify_team\"\nsunset = 2999-01-31\n\n\
+         [[deprecation]]\ntools = [\"demo/read_*\"]\nmessage = \"secrets moved to the vault\"\nsunset = \"2020-06-30T12:00:00Z\"\n\
+         after_sunset = \"{after}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn deprecated_tools_carry_a_warning_and_retire_at_their_sunset() {
+    let warden = Warden::start(&format!("{}\n{}", config(""), deprecations("refuse")));
+    let listed = {
+        let auth = format!("Bearer {ENGINEER}");
+        warden.modern(&[("authorization", &auth)], 1, "tools/list", json!({})).await.json()
+    };
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    let send = tools.iter().find(|t| t["name"] == "send_email").expect("still listed");
+    let warning = json!({ "message": "use notify_team", "sunset": "2999-01-31T00:00:00Z" });
+    assert_eq!(send["_meta"]["dev.warden/deprecation"], warning, "{send}");
+    assert!(tools.iter().all(|t| t["name"] != "read_secrets"), "a retired tool is not listed: {listed}");
+
+    let sent = call(&warden, ENGINEER, "send_email", json!({ "to": "a@acme.test", "subject": "s", "body": "b" })).await;
+    assert!(sent.get("error").is_none(), "{sent}");
+    assert_eq!(sent["result"]["_meta"]["dev.warden/deprecation"], warning, "{sent}");
+    let retired = call(&warden, ENGINEER, "read_secrets", json!({ "name": "db" })).await;
+    assert_eq!(retired["error"]["code"], -32032, "{retired}");
+    assert_eq!(retired["error"]["data"]["message"], "secrets moved to the vault", "{retired}");
+    assert_eq!(retired["error"]["data"]["sunset"], "2020-06-30T12:00:00Z", "{retired}");
+    let records =
+        audit_records(&warden, "decision", 2, |d| d["target"] == "send_email" || d["outcome"] == "retired").await;
+    let sent = records.iter().find(|d| d["target"] == "send_email").unwrap();
+    assert_eq!(sent["deprecation"], "deprecated, sunset 2999-01-31T00:00:00Z: use notify_team");
+    assert!(records.iter().any(|d| d["outcome"] == "retired" && d["code"] == -32032), "{records:?}");
+
+    // Reloaded to only warn after the sunset: served again, with the warning.
+    let file = warden.dir.path().join("warden.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("after_sunset = \"refuse\"", "after_sunset = \"warn\"");
+    std::fs::write(&file, text).unwrap();
+    let auth = format!("Bearer {OPS}");
+    let reloaded = warden.send_to(&warden.admin("/admin/reload"), Method::POST, &[("authorization", &auth)], "").await;
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    assert_eq!(serde_json::from_str::<Value>(&reloaded.body).unwrap()["limits"]["deprecations"], 2);
+    let served = call(&warden, ENGINEER, "read_secrets", json!({ "name": "db" })).await;
+    assert!(served.get("error").is_none(), "{served}");
+    assert_eq!(served["result"]["_meta"]["dev.warden/deprecation"]["sunset"], "2020-06-30T12:00:00Z");
+}
+
+#[test]
+fn bad_deprecations_are_listed_with_their_paths() {
+    let dir = Scratch::new("baddeprecation");
+    let bad = "[[deprecation]]\ntools = [\"send_email\"]\nsunset = \"soon\"\nafter_sunset = \"maybe\"\n";
+    let config = format!("{}\n{bad}", config(""))
+        .replace("{dir}", &dir.path().display().to_string())
+        .replace("{demo}", &bin("warden-demo-upstream").display().to_string())
+        .replace("{root}", &root().display().to_string());
+    let file = dir.path().join("warden.toml");
+    std::fs::write(&file, config).unwrap();
+    let output = Command::new(bin("warden")).args(["check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for problem in [
+        "deprecation[0].message: is required",
+        "deprecation[0].sunset: \"soon\" is not a date",
+        "deprecation[0].after_sunset: \"maybe\"",
+        "deprecation[0].tools: \"send_email\": a pattern is server/name",
+    ] {
+        assert!(stderr.contains(problem), "{problem}: {stderr}");
+    }
+}
