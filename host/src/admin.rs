@@ -12,8 +12,9 @@
 //!   role.
 //! - `GET /admin/switches`, `POST /admin/kill`, `POST /admin/revive`: kill
 //!   switches; `GET /admin/tools`, `POST /admin/tools/approve`: tools that
-//!   differ from their pins (admin role; each action is audited with who
-//!   took it).
+//!   differ from their pins; `GET /admin/approvals`, `POST
+//!   /admin/approvals/approve` and `/deny`: calls waiting for a person (admin
+//!   role; each action is audited with who took it).
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     audit::ControlRecord,
     auth::{Authenticator, Principal},
-    controls::{Switch, SwitchKind, switches},
+    controls::{Switch, SwitchKind, approvals::AnswerError, switches},
     gateway::Gateway,
     metrics::CONTENT_TYPE,
     reload::Reloader,
@@ -119,6 +120,9 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         (&Method::POST, "/admin/revive") => "revive",
         (&Method::GET, "/admin/tools") => "tools",
         (&Method::POST, "/admin/tools/approve") => "approve",
+        (&Method::GET, "/admin/approvals") => "approvals",
+        (&Method::POST, "/admin/approvals/approve") => "approve-call",
+        (&Method::POST, "/admin/approvals/deny") => "deny-call",
         (_, path) => return plain(StatusCode::NOT_FOUND, &format!("no admin endpoint at {path}")),
     };
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -165,6 +169,18 @@ async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Incoming>) -> 
         "usage" => usage(admin, request.uri().query().unwrap_or_default()).await,
         "switches" => json_response(StatusCode::OK, &switch_list(admin)),
         "tools" => pending_tools(admin),
+        "approvals" => match admin.gateway.approvals() {
+            None => plain(StatusCode::NOT_FOUND, "approvals are off (no [approvals] table)"),
+            Some(approvals) => match approvals.pending().await {
+                Ok(pending) => json_response(StatusCode::OK, &json!({ "pending": pending })),
+                Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+            },
+        },
+        "approve-call" | "deny-call" => match json_body(request, &["id", "reason"]).await {
+            Ok((body, unknown)) if unknown.is_empty() => answer(admin, &principal, action, body).await,
+            Ok((_, unknown)) => plain(StatusCode::BAD_REQUEST, &unknown.join("\n")),
+            Err(problem) => plain(StatusCode::BAD_REQUEST, &problem),
+        },
         "approve" => match json_body(request, &["tools", "all", "reason"]).await {
             Ok((body, unknown)) if unknown.is_empty() => approve(admin, &principal, body).await,
             Ok((_, unknown)) => plain(StatusCode::BAD_REQUEST, &unknown.join("\n")),
@@ -309,6 +325,50 @@ async fn approve(
     }
     let status = if approved.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
     json_response(status, &json!({ "approved": approved, "not_pending": missing, "lock_error": lock_error }))
+}
+
+/// `POST /admin/approvals/approve|deny` `{"id", "reason"}`: answer a call
+/// waiting for a person.
+async fn answer(
+    admin: &Admin,
+    principal: &Principal,
+    action: &'static str,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Response<Body> {
+    let Some(approvals) = admin.gateway.approvals() else {
+        return plain(StatusCode::NOT_FOUND, "approvals are off (no [approvals] table)");
+    };
+    let Some(id) = body.get("id").and_then(serde_json::Value::as_str) else {
+        return plain(StatusCode::BAD_REQUEST, "id: required (warden approvals list shows them)");
+    };
+    let reason = body.get("reason").and_then(serde_json::Value::as_str).map(str::to_owned);
+    if admin.gateway.auditor().refusing() {
+        return unrecorded();
+    }
+    let mut record = ControlRecord::new(action, format!("approval:{id}"), principal);
+    record.reason = reason.clone();
+    let answered = approvals.answer(id, principal, action == "approve-call", reason).await;
+    match &answered {
+        Ok(ask) => {
+            record.detail = Some(json!({
+                "subject": ask.subject, "server": ask.server, "target": ask.target,
+                "arguments_sha256": ask.arguments_sha256,
+            }))
+        }
+        Err(error) => (record.outcome, record.error) = ("failed", Some(error.to_string())),
+    }
+    if !admin.gateway.auditor().record(&record).await {
+        return unrecorded();
+    }
+    match answered {
+        Ok(ask) => {
+            tracing::warn!(id, by = %principal.subject, action, "an approval request was answered");
+            json_response(StatusCode::OK, &json!({ "answered": ask }))
+        }
+        Err(error @ AnswerError::Unknown(_)) => plain(StatusCode::NOT_FOUND, &error.to_string()),
+        Err(error @ AnswerError::OwnCall) => forbidden(&error.to_string()),
+        Err(error) => plain(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+    }
 }
 
 /// The switches in force, for `GET /admin/switches` and the status.

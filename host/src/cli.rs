@@ -143,6 +143,12 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Calls waiting for a person's approval (with [approvals]): list them,
+    /// approve or deny one (credential from WARDEN_API_KEY).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Build, sign and verify policy packs.
     Pack {
         #[command(subcommand)]
@@ -168,6 +174,41 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalsCommand {
+    /// The calls waiting now (GET /admin/approvals).
+    List {
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// Print the JSON the gateway answered.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the waiting call ID run, once (POST /admin/approvals/approve).
+    Approve {
+        /// The approval's id, from `warden approvals list`.
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+    },
+    /// Refuse the waiting call ID (POST /admin/approvals/deny).
+    Deny {
+        /// The approval's id, from `warden approvals list`.
+        id: String,
+        /// Why (the caller sees it).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The gateway's control plane ([admin] listen).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
     },
 }
 
@@ -438,6 +479,7 @@ pub fn main() -> ExitCode {
         Command::Keygen { out, password_env } => keygen(&out, password_env.as_deref()),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
+        Command::Approvals { command } => approvals(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -796,6 +838,46 @@ fn tools(command: ToolsCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn approvals(command: ApprovalsCommand) -> anyhow::Result<u8> {
+    let (url, action, id, reason) = match command {
+        ApprovalsCommand::List { url, json } => {
+            let target = format!("{}/admin/approvals", url.trim_end_matches('/'));
+            let Some(answer) = admin_json(hyper::Method::GET, &target, None)? else { return Ok(EXIT_ERROR) };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                return Ok(0);
+            }
+            let pending = answer["pending"].as_array().cloned().unwrap_or_default();
+            if pending.is_empty() {
+                println!("no call is waiting for approval");
+            }
+            for ask in &pending {
+                println!(
+                    "{}  {} wants {}/{} (until {})\n    {} asks: {}\n    arguments: {}",
+                    text(&ask["id"]),
+                    text(&ask["subject"]),
+                    text(&ask["server"]),
+                    text(&ask["target"]),
+                    text(&ask["expires"]),
+                    text(&ask["plugin"]),
+                    text(&ask["prompt"]),
+                    text(&ask["arguments"]),
+                );
+            }
+            return Ok(0);
+        }
+        ApprovalsCommand::Approve { id, reason, url } => (url, "approve", id, reason),
+        ApprovalsCommand::Deny { id, reason, url } => (url, "deny", id, reason),
+    };
+    let target = format!("{}/admin/approvals/{action}", url.trim_end_matches('/'));
+    let body = serde_json::json!({ "id": id, "reason": reason });
+    let Some(answer) = admin_json(hyper::Method::POST, &target, Some(&body))? else { return Ok(EXIT_ERROR) };
+    let ask = &answer["answered"];
+    let verb = if action == "approve" { "approved" } else { "denied" };
+    println!("{verb}: {} wants {}/{}", text(&ask["subject"]), text(&ask["server"]), text(&ask["target"]));
+    Ok(0)
 }
 
 /// A JSON string's text ("" if it is not one).

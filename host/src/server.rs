@@ -17,7 +17,7 @@ use crate::{
     auth::Authenticator,
     chain::Chain,
     config::{ConfigError, chain as chain_config, gateway::GatewayConfig},
-    controls::{LockFile, Pins, Switches},
+    controls::{Approvals, LockFile, Pins, Switches},
     engine::Engine,
     gateway::{Gateway, Governance, Settings},
     limits::Limiter,
@@ -143,6 +143,7 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         })?)),
         None => None,
     };
+    let approvals = config.approvals.clone().map(|settings| Arc::new(Approvals::new(settings, Arc::clone(&store))));
     let usage = UsageMeter::start(store, config.state.usage_retention);
     Ok(Governance {
         auditor,
@@ -152,6 +153,7 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         session_seal,
         switches: Arc::new(switches),
         pins,
+        approvals,
     })
 }
 

@@ -113,11 +113,15 @@ impl AuditSettings {
             on_error: OnError::Refuse,
             record_arguments: false,
             result_preview_bytes: 0,
-            redact: ["password", "secret", "token", "api_key", "apikey", "authorization", "cookie"]
-                .map(String::from)
-                .to_vec(),
+            redact: default_redact(),
         }
     }
+}
+
+/// The keys whose values are never recorded (nor shown to an approver)
+/// unless `redact` says otherwise.
+pub fn default_redact() -> Vec<String> {
+    ["password", "secret", "token", "api_key", "apikey", "authorization", "cookie"].map(String::from).to_vec()
 }
 
 /// Counters of the audit writer, for `/admin/metrics`.
@@ -317,6 +321,10 @@ pub struct Decision {
     /// decided on this replica's own counts (`[state] on_unavailable = "local"`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub state_fallback: bool,
+    /// A person's answer to the call's approval request: `id`, `via`
+    /// (`elicitation`, `operator`, `timeout`), `approved`, `by`, `reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
     /// That the tool is deprecated: its message and sunset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deprecation: Option<String>,

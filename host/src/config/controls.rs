@@ -1,7 +1,13 @@
-//! `[pinning]` and `[[deprecation]]` in `warden.toml`, and each upstream's
-//! `pinning`.
+//! `[approvals]`, `[pinning]` and `[[deprecation]]` in `warden.toml`, and
+//! each upstream's `pinning`.
 //!
 //! ```toml
+//! [approvals]                  # a person answers what policies ask (absent: asks answer -32011)
+//! via = "auto"                 # the caller's client if it can be asked, else the operator queue; or "operator"
+//! timeout_s = 120              # how long a call waits for an operator, then it is denied
+//! separate_approver = false    # true: nobody approves their own call (always the operator queue)
+//! plugins = { rbac = "operator" }   # plugins with their own via
+//!
 //! [[deprecation]]
 //! tools = ["demo/send_email"]  # server/name patterns
 //! message = "use notify_team instead"
@@ -23,7 +29,39 @@ use std::{collections::BTreeMap, path::Path};
 use globset::{Glob, GlobSetBuilder};
 
 use super::{Problems, read::Table};
-use crate::controls::{Deprecation, OnChange, PinSettings, deprecation::parse_sunset};
+use crate::controls::{ApprovalSettings, Deprecation, OnChange, PinSettings, Via, deprecation::parse_sunset};
+
+/// `[approvals]`.
+pub(super) fn approvals(mut t: Table<'_>, problems: &mut Problems) -> ApprovalSettings {
+    let via_of = |word: &str| match word {
+        "auto" => Some(Via::Auto),
+        "operator" => Some(Via::Operator),
+        _ => None,
+    };
+    let mut via = Via::Auto;
+    if let Some(word) = t.get::<String>("via", problems) {
+        match via_of(&word) {
+            Some(v) => via = v,
+            None => problems.push(t.path_of("via"), format!("{word:?} is not \"auto\" or \"operator\"")),
+        }
+    }
+    let mut per_plugin = BTreeMap::new();
+    for (plugin, word) in t.get::<BTreeMap<String, String>>("plugins", problems).unwrap_or_default() {
+        match via_of(&word) {
+            Some(v) => {
+                per_plugin.insert(plugin, v);
+            }
+            None => problems.push(t.path_of("plugins"), format!("{plugin}: {word:?} is not \"auto\" or \"operator\"")),
+        }
+    }
+    let timeout_s: u64 = t.get("timeout_s", problems).unwrap_or(120);
+    if timeout_s == 0 {
+        problems.push(t.path_of("timeout_s"), "must be above zero");
+    }
+    let separate_approver = t.get("separate_approver", problems).unwrap_or(false);
+    t.finish(problems);
+    ApprovalSettings { via, per_plugin, timeout: std::time::Duration::from_secs(timeout_s), separate_approver }
+}
 
 /// `[[deprecation]]`.
 pub(super) fn deprecations(root: &mut Table<'_>, problems: &mut Problems) -> Vec<Deprecation> {

@@ -84,6 +84,9 @@
 //! calls = 10000
 //! per = "day"
 //!
+//! [approvals]                   # a person answers what policies ask; see config::controls
+//! via = "auto"
+//!
 //! [[deprecation]]               # deprecated tools; see config::controls
 //! tools = ["demo/old_report"]
 //! message = "use run_report"
@@ -135,7 +138,7 @@ use crate::{
     audit::{AuditSettings, Durability, OnError},
     auth::{ApiKey, Principal, ScopeRule},
     catalog::{Naming, NamingMode},
-    controls::{Deprecation, OnChange, PinSettings},
+    controls::{ApprovalSettings, Deprecation, OnChange, PinSettings},
     engine::{CompileCache, EngineSettings},
     limits::Limits,
     pack::{Trust, TrustedKey, normalise_digest, normalise_key_id},
@@ -205,6 +208,9 @@ pub struct GatewayConfig {
     pub pinning: Option<PinSettings>,
     /// Deprecated tools (reloadable).
     pub deprecations: Vec<Deprecation>,
+    /// How calls a policy asks about reach a person (`None`: they are
+    /// refused with -32011).
+    pub approvals: Option<ApprovalSettings>,
 }
 
 /// The trust policy for policy packs, from the `[policy]` table.
@@ -359,6 +365,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
     };
     let limits = super::limits::limits(&mut root, &mut problems);
     let deprecations = super::controls::deprecations(&mut root, &mut problems);
+    let approvals = root.table("approvals", &mut problems).map(|t| super::controls::approvals(t, &mut problems));
     let tls_roots = match root.table("tls", &mut problems) {
         Some(mut t) => {
             let files: Vec<String> = t.get("ca_files", &mut problems).unwrap_or_default();
@@ -464,6 +471,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
         limits,
         pinning,
         deprecations,
+        approvals,
     })
 }
 

@@ -197,6 +197,11 @@ impl RequestContext {
         self.decision.record.state_fallback = admitted.local_fallback;
     }
 
+    /// How a person answered the call's approval request.
+    pub(super) fn approval(&mut self, answer: Value) {
+        self.decision.record.approval = Some(answer);
+    }
+
     /// That the target is deprecated, and how.
     pub(super) fn deprecation(&mut self, note: String) {
         self.decision.record.deprecation = Some(note);

@@ -72,6 +72,14 @@ pub enum GatewayError {
     /// The tool does not match its pin and is held until approved.
     #[error("tool {}/{} is held until an operator approves it: {}", .0.server, .0.tool, .0.reason())]
     ToolHeld(Box<crate::controls::Finding>),
+    /// A person denied the call, or nobody approved it in time.
+    #[error("the call was not approved: {}", denial(.answer))]
+    ApprovalDenied {
+        /// What was asked.
+        ask: Box<crate::controls::Ask>,
+        /// The answer.
+        answer: crate::controls::approvals::Answer,
+    },
     /// The tool is past its sunset and refused.
     #[error("the tool is retired: {}", .0.describe())]
     Retired(Box<crate::controls::Deprecation>),
@@ -102,6 +110,8 @@ impl GatewayError {
             Self::SwitchedOff { .. } => "switched-off",
             Self::ToolHeld(_) => "tool-held",
             Self::Retired(_) => "retired",
+            Self::ApprovalDenied { answer, .. } if answer.via == "timeout" => "approval-expired",
+            Self::ApprovalDenied { .. } => "approval-denied",
             Self::AuditUnavailable => "audit-unavailable",
             Self::Internal(_) => "error",
         }
@@ -153,6 +163,13 @@ impl GatewayError {
                 "fields": finding.diff.iter().map(|d| d.field).collect::<Vec<_>>(),
                 "renamedFrom": finding.renamed_from,
             })),
+            Self::ApprovalDenied { ask, answer } => RpcError::new(code::APPROVAL_DENIED, message).with_data(json!({
+                "approval": ask.id,
+                "plugin": ask.plugin,
+                "by": answer.by,
+                "via": answer.via,
+                "reason": answer.reason,
+            })),
             Self::Retired(deprecated) => RpcError::new(code::RETIRED, message).with_data(deprecated.note()),
             Self::AuditUnavailable => RpcError::new(code::AUDIT_UNAVAILABLE, message),
             Self::Internal(_) => RpcError::internal(message),
@@ -169,6 +186,15 @@ impl GatewayError {
             Self::SwitchedOff { switch, .. } => format!("{self} (set by {} at {})", switch.by, switch.at),
             other => other.to_string(),
         }
+    }
+}
+
+/// Who denied a call and why, in words.
+fn denial(answer: &crate::controls::approvals::Answer) -> String {
+    match (answer.via.as_str(), &answer.reason) {
+        ("timeout", _) => "nobody approved it in time (approvals.timeout_s)".to_owned(),
+        (_, Some(reason)) => format!("denied by {} ({reason})", answer.by),
+        (_, None) => format!("denied by {}", answer.by),
     }
 }
 

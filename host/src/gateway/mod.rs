@@ -31,8 +31,11 @@ use crate::{
     audit::Auditor,
     auth::{Principal, ScopeRule},
     catalog::{self, Catalog, Entry, Naming, Snapshot},
-    chain::{CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
-    controls::{Deprecation, Finding, Pins, Switch, SwitchSet, Switches, deprecation, pins::Review},
+    chain::{Approval, CallOutcome, Chain, Rejection, ResultOutcome, Visibility},
+    controls::{
+        Approvals, Ask, Deprecation, Finding, Pins, Switch, SwitchSet, Switches, Via, approvals, deprecation,
+        pins::Review,
+    },
     engine::{Call, Hook, ItemKind, ListRequest, ListedItem, ListedTool, Target, TargetKind},
     limits::Limiter,
     mcp::RpcError,
@@ -102,6 +105,8 @@ pub struct Governance {
     pub switches: Arc<Switches>,
     /// Tool pins, if `[pinning]` is on.
     pub pins: Option<Arc<Pins>>,
+    /// The approval queue, if `[approvals]` is on.
+    pub approvals: Option<Arc<Approvals>>,
 }
 
 /// Who is asking, and how to reach them during the request.
@@ -197,6 +202,9 @@ pub struct Gateway {
 const MAX_INPUT_ROUNDS: usize = 8;
 /// Most views cached.
 const MAX_VIEWS: usize = 4096;
+/// How often a call waiting for an operator tells the client so (with a
+/// progress token).
+const APPROVAL_PROGRESS: Duration = Duration::from_secs(5);
 /// Who flags a listed tool that differs from its pin (in `_meta`
 /// `dev.warden/flags`, beside the plugins' flags).
 const PINNING_FLAG: &str = "warden.pinning";
@@ -419,6 +427,11 @@ impl Gateway {
     fn server_versions(&self) -> std::collections::BTreeMap<String, String> {
         let version = |u: &Upstream| u.server_info()?.info.get("version")?.as_str().map(str::to_owned);
         self.upstreams.iter().filter_map(|u| Some((u.name().to_owned(), version(u)?))).collect()
+    }
+
+    /// The approval queue, if `[approvals]` is on.
+    pub fn approvals(&self) -> Option<&Approvals> {
+        self.governance.approvals.as_deref()
     }
 
     /// The tool pins, if pinning is on.
@@ -1035,7 +1048,10 @@ impl Gateway {
         };
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
-        let (live, call, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;
+        let (live, call, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history)?;
+        if let Some(asked) = asked {
+            self.seek_approval(cx, caller, &call, &live, asked, &params).await?;
+        }
         if rewrote {
             cx.forwarded(&call.arguments);
             if !arguments_key.is_empty() {
@@ -1134,7 +1150,10 @@ impl Gateway {
         self.check_switches(&target)?;
         let history =
             self.history.recent(&caller.history_key()).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
-        let (_, _, rewrote) = self.decide_call(cx, caller, target, &arguments, history)?;
+        let (_, _, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history)?;
+        if let Some(asked) = asked {
+            return Err(GatewayError::ApprovalRequired(asked));
+        }
         if rewrote {
             cx.outcome("rewrite-ignored");
         }
@@ -1143,8 +1162,9 @@ impl Gateway {
 
     /// Run on-call over a routed request on the live chain, noting target,
     /// arguments, chain and steps on the context. Returns the chain snapshot,
-    /// the call as the chain left it, and whether a plugin rewrote the
-    /// arguments; or the refusal.
+    /// the call as the chain left it, whether a plugin rewrote the
+    /// arguments, and the question if a plugin asked for approval; or the
+    /// refusal.
     fn decide_call(
         &self,
         cx: &mut RequestContext,
@@ -1152,7 +1172,7 @@ impl Gateway {
         target: Target,
         arguments: &Value,
         history: Vec<crate::engine::PastCall>,
-    ) -> Result<(Arc<LiveChain>, Call, bool), GatewayError> {
+    ) -> Result<(Arc<LiveChain>, Call, bool, Option<Approval>), GatewayError> {
         let live = self.chain.load_full();
         cx.target(&target);
         cx.arguments(arguments);
@@ -1161,8 +1181,88 @@ impl Gateway {
         let decision = live.chain.on_call(&mut call);
         cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
-        refusal(decision.outcome)?;
-        Ok((live, call, rewrote))
+        let asked = match decision.outcome {
+            CallOutcome::Allow => None,
+            CallOutcome::Ask(approval) => Some(approval),
+            CallOutcome::Deny(rejection) => return Err(GatewayError::Denied { rejection, on_result: false }),
+        };
+        Ok((live, call, rewrote, asked))
+    }
+
+    /// Ask a person about `call`, as `asked` wants: the caller's client
+    /// (legacy elicitation) or the operator queue. `Ok` once approved; the
+    /// refusal otherwise (or -32011, with no `[approvals]`).
+    async fn seek_approval(
+        &self,
+        cx: &mut RequestContext,
+        caller: &Caller,
+        call: &Call,
+        live: &LiveChain,
+        asked: Approval,
+        params: &Value,
+    ) -> Result<(), GatewayError> {
+        let Some(approvals) = &self.governance.approvals else { return Err(GatewayError::ApprovalRequired(asked)) };
+        let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+        let redact = match self.governance.auditor.settings() {
+            Some(settings) => settings.redact.clone(),
+            None => crate::audit::default_redact(),
+        };
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).expect("the OS provides randomness");
+        let (expires, expires_ms) = approvals.expiry();
+        let principal = &caller.principal;
+        let ask = Ask {
+            id: URL_SAFE_NO_PAD.encode(id),
+            time: crate::audit::timestamp(SystemTime::now()),
+            expires,
+            expires_ms,
+            subject: principal.subject.clone(),
+            tenant: principal.tenant.clone(),
+            identity: principal.identity_key(),
+            server: call.target.server.clone(),
+            target: call.target.name.clone(),
+            kind: call.target.kind.as_str().to_owned(),
+            arguments_sha256: crate::audit::fingerprint(&arguments),
+            arguments: approvals::summary(&arguments, &redact),
+            plugin: asked.plugin,
+            prompt: asked.prompt,
+            chain: live.generation,
+            answer: None,
+        };
+        // A legacy client is asked on its session; a 2026-07-28 one in an
+        // input_required round (transport::parked), if it declared elicitation.
+        let client_asks =
+            approvals.via(&ask.plugin) == Via::Auto && caller.hooks.client_capabilities.get("elicitation").is_some();
+        let answer = match (&caller.hooks.requests, client_asks) {
+            (Some(client), true) => elicit(client.as_ref(), &ask).await,
+            _ => {
+                tracing::warn!(id = %ask.id, subject = %ask.subject, server = %ask.server, target = %ask.target,
+                    "a call waits for an operator's approval (warden approvals approve|deny <id>)");
+                let progress = params.pointer("/_meta/progressToken").cloned();
+                let waited = approvals.wait(&ask);
+                tokio::pin!(waited);
+                let mut every = tokio::time::interval(APPROVAL_PROGRESS);
+                let mut told = 0u64;
+                loop {
+                    tokio::select! {
+                        answer = &mut waited => break answer.map_err(|e| GatewayError::StateUnavailable(e.0))?,
+                        _ = every.tick() => if let (Some(token), Some(sink)) = (&progress, &caller.hooks.notifications) {
+                            told += 1;
+                            let _ = sink.send(crate::mcp::jsonrpc::notification("notifications/progress", json!({
+                                "progressToken": token,
+                                "progress": told,
+                                "message": format!("waiting for an operator to approve this call (approval {})", ask.id),
+                            })));
+                        }
+                    }
+                }
+            }
+        };
+        cx.approval(json!({ "id": ask.id, "via": answer.via, "approved": answer.approved, "by": answer.by, "reason": answer.reason }));
+        match answer.approved {
+            true => Ok(()),
+            false => Err(GatewayError::ApprovalDenied { ask: Box::new(ask), answer }),
+        }
     }
 
     /// Send a request upstream. For a legacy client, `input_required` rounds
@@ -1424,13 +1524,27 @@ fn prompt_target(server: &str, name: &str) -> Target {
     }
 }
 
-/// An on-call outcome as the request path's verdict.
-fn refusal(outcome: CallOutcome) -> Result<(), GatewayError> {
-    match outcome {
-        CallOutcome::Allow => Ok(()),
-        CallOutcome::Deny(rejection) => Err(GatewayError::Denied { rejection, on_result: false }),
-        CallOutcome::Ask(approval) => Err(GatewayError::ApprovalRequired(approval)),
-    }
+/// Ask the caller's client (legacy elicitation, form mode) whether `ask`
+/// may run: approved only if it accepts with `approve = true`.
+async fn elicit(client: &dyn ClientRequests, ask: &Ask) -> approvals::Answer {
+    let params = json!({
+        "message": ask.message(),
+        "requestedSchema": {
+            "type": "object",
+            "properties": { "approve": { "type": "boolean", "title": "Approve", "description": "Run this call once" } },
+            "required": ["approve"],
+        },
+    });
+    let (approved, reason) = match client.request("elicitation/create".into(), params).await {
+        Ok(reply) => match reply.get("action").and_then(Value::as_str) {
+            Some("accept") if reply.pointer("/content/approve") == Some(&Value::Bool(true)) => (true, None),
+            Some("accept") => (false, Some("not approved".to_owned())),
+            Some(action) => (false, Some(format!("{action}d"))),
+            None => (false, Some("the client's answer had no action".to_owned())),
+        },
+        Err(error) => (false, Some(format!("the client could not be asked: {}", error.message))),
+    };
+    approvals::Answer { approved, by: ask.subject.clone(), via: "elicitation".into(), reason }
 }
 
 fn denied(rejection: &Rejection) -> RpcError {

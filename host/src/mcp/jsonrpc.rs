@@ -62,6 +62,10 @@ pub mod code {
     /// Warden: the tool is deprecated and past its sunset
     /// (`after_sunset = "refuse"`); `data` has its `message` and `sunset`.
     pub const RETIRED: i64 = -32032;
+    /// Warden: a person denied the call a policy asked about, or nobody
+    /// approved it within `approvals.timeout_s`; `data` has the approval's
+    /// id, who answered (`by`: a subject or `timeout`), how and why.
+    pub const APPROVAL_DENIED: i64 = -32033;
 }
 
 /// A JSON-RPC error object.

@@ -174,15 +174,16 @@ pub(crate) async fn post(cx: Context<'_>, body: Value) -> Response<Body> {
                     // mid-call (legacy) is answered through input_required rounds.
                     let subject = cx.principal.view_key();
                     let parked = Arc::clone(cx.parked);
+                    let request = parked::request_fingerprint(&method, &params);
                     let call = match params.get("requestState").filter(|s| Parked::is_ours(s)) {
                         Some(state) => {
                             let responses = params.get("inputResponses").and_then(Value::as_object);
-                            match parked.resume(state.as_str().unwrap_or_default(), &subject, responses) {
+                            match parked.resume(state.as_str().unwrap_or_default(), &subject, &request, responses) {
                                 Ok(call) => call,
                                 Err(error) => return bad(&id, error),
                             }
                         }
-                        None => parked::start(&subject, capabilities, move |relay| {
+                        None => parked::start(&subject, request, capabilities, move |relay| {
                             caller.hooks.requests = Some(relay);
                             async move { gateway.handle(&caller, &method, params).await }
                         }),

@@ -8,7 +8,8 @@
 //! client retries with `inputResponses` and that `requestState`, the answers
 //! go to the waiting upstream and the call carries on — still inside the
 //! gateway's request path, so its result passes the policy chain like any
-//! other. Paused calls are bound to the principal that started them, and
+//! other. Paused calls are bound to the principal that started them and to
+//! the request itself (a retry with other arguments is refused), and
 //! expire.
 
 use std::{
@@ -47,6 +48,8 @@ enum Outcome {
 /// A running (or paused) call.
 pub(crate) struct Call {
     subject: String,
+    /// The request that started it ([`request_fingerprint`]).
+    request: String,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
     /// Questions asked and not yet answered: key → (request, where the answer goes).
     pending: HashMap<String, (Value, oneshot::Sender<Result<Value, RpcError>>)>,
@@ -102,9 +105,27 @@ impl ClientRequests for Relay {
     }
 }
 
-/// Start a call: `run` gets the relay to hand the upstream, and its result
-/// ends the call.
-pub(crate) fn start<F>(subject: &str, capabilities: Value, run: impl FnOnce(Arc<dyn ClientRequests>) -> F) -> Call
+/// What binds a retry to the request that asked: the method and its
+/// parameters, without what a retry adds (`requestState`,
+/// `inputResponses`) or may change (`_meta`).
+pub(crate) fn request_fingerprint(method: &str, params: &Value) -> String {
+    let mut params = params.clone();
+    if let Some(map) = params.as_object_mut() {
+        for key in ["requestState", "inputResponses", "_meta"] {
+            map.remove(key);
+        }
+    }
+    crate::audit::fingerprint(&json!({ "method": method, "params": params }))
+}
+
+/// Start a call for the request `request` (its fingerprint): `run` gets the
+/// relay to hand the upstream, and its result ends the call.
+pub(crate) fn start<F>(
+    subject: &str,
+    request: String,
+    capabilities: Value,
+    run: impl FnOnce(Arc<dyn ClientRequests>) -> F,
+) -> Call
 where
     F: Future<Output = Result<Value, RpcError>> + Send + 'static,
 {
@@ -117,6 +138,7 @@ where
     });
     Call {
         subject: subject.to_owned(),
+        request,
         outcomes,
         pending: HashMap::new(),
         next_key: 1,
@@ -138,22 +160,31 @@ impl Parked {
         state.as_str().is_some_and(|s| s.starts_with(STATE_PREFIX))
     }
 
-    /// Resume a paused call with the client's answers. An unknown, expired
-    /// or another principal's state is refused.
+    /// Resume a paused call with the client's answers to the retry of
+    /// `request` (its fingerprint). An unknown, expired or another
+    /// principal's state is refused, and so is a retry that is not the
+    /// request that asked (the call stays paused for the real one).
     pub(crate) fn resume(
         &self,
         state: &str,
         subject: &str,
+        request: &str,
         responses: Option<&Map<String, Value>>,
     ) -> Result<Call, RpcError> {
         let call = self.calls.lock().unwrap().remove(state);
         let mut call = match call {
-            Some(call) if call.subject == subject && call.expires > Instant::now() => call,
             Some(call) if call.subject != subject => {
                 // Not theirs: put it back untouched and answer as if it did not exist.
                 self.calls.lock().unwrap().insert(state.to_owned(), call);
                 return Err(unknown_state());
             }
+            Some(call) if call.request != request => {
+                self.calls.lock().unwrap().insert(state.to_owned(), call);
+                return Err(RpcError::invalid_params(
+                    "this retry is not the request that asked for input: its method, name or arguments differ",
+                ));
+            }
+            Some(call) if call.expires > Instant::now() => call,
             _ => return Err(unknown_state()),
         };
         for (key, response) in responses.into_iter().flatten() {
@@ -225,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn a_question_pauses_the_call_and_the_answer_resumes_it() {
         let parked = Arc::new(Parked::default());
-        let call = start("alice", json!({"elicitation": {}}), |relay| async move {
+        let call = start("alice", "r1".into(), json!({"elicitation": {}}), |relay| async move {
             let answer = relay.request("elicitation/create".into(), json!({"message": "name?"})).await?;
             Ok(json!({ "content": [{ "type": "text", "text": format!("hello {}", answer["content"]["name"]) }] }))
         });
@@ -235,20 +266,22 @@ mod tests {
         let state = first["requestState"].as_str().unwrap();
         assert!(Parked::is_ours(&json!(state)));
 
-        // Someone else cannot resume it.
-        assert!(parked.resume(state, "mallory", None).is_err());
+        // Someone else cannot resume it, nor can another request.
+        assert!(parked.resume(state, "mallory", "r1", None).is_err());
+        let other = parked.resume(state, "alice", "r2", None).err().expect("another request is refused");
+        assert!(other.message.contains("not the request that asked"), "{}", other.message);
 
         let responses = json!({ "q1": { "action": "accept", "content": { "name": "bob" } } });
-        let call = parked.resume(state, "alice", responses.as_object()).unwrap();
+        let call = parked.resume(state, "alice", "r1", responses.as_object()).unwrap();
         let done = parked.drive(call).await.unwrap();
         assert_eq!(done["content"][0]["text"], "hello \"bob\"");
-        assert!(parked.resume(state, "alice", None).is_err(), "a state is good for one resumption");
+        assert!(parked.resume(state, "alice", "r1", None).is_err(), "a state is good for one resumption");
     }
 
     #[tokio::test]
     async fn a_missing_capability_ends_the_call_with_32021() {
         let parked = Arc::new(Parked::default());
-        let call = start("alice", json!({}), |relay| async move {
+        let call = start("alice", "r1".into(), json!({}), |relay| async move {
             relay.request("sampling/createMessage".into(), json!({})).await?;
             Ok(json!({}))
         });
@@ -260,13 +293,13 @@ mod tests {
     #[tokio::test]
     async fn unanswered_questions_are_asked_again() {
         let parked = Arc::new(Parked::default());
-        let call = start("alice", json!({"roots": {}}), |relay| async move {
+        let call = start("alice", "r1".into(), json!({"roots": {}}), |relay| async move {
             relay.request("roots/list".into(), json!({})).await?;
             Ok(json!({"ok": true}))
         });
         let first = parked.drive(call).await.unwrap();
         let state = first["requestState"].as_str().unwrap().to_owned();
-        let call = parked.resume(&state, "alice", json!({"wrong_key": {}}).as_object()).unwrap();
+        let call = parked.resume(&state, "alice", "r1", json!({"wrong_key": {}}).as_object()).unwrap();
         let again = parked.drive(call).await.unwrap();
         assert_eq!(again["resultType"], "input_required");
         assert_eq!(again["inputRequests"]["q1"]["method"], "roots/list");

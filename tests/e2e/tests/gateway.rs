@@ -86,19 +86,39 @@ async fn the_quick_start_story_holds_and_denied_calls_never_reach_the_upstream()
     assert_eq!(write["error"]["data"]["plugin"], "chain-detect");
     assert_eq!(write["error"]["data"]["code"], "blocked-chain");
 
-    // A destructive write by the engineer in a fresh session needs approval.
+    // A destructive write by the engineer in a fresh session waits for an
+    // operator, who denies it here.
     let fresh = warden.initialize(ENGINEER, "2025-11-25").await;
-    let drop = warden
-        .call(
+    let ops = [("authorization", "Bearer demo-ops"), ("content-type", "application/json")];
+    let (drop, asked) = tokio::join!(
+        warden.call(
             ENGINEER,
             &fresh,
             1,
             "tools/call",
             call_tool("write_workspace_file", json!({"path": "n.txt", "content": "DROP TABLE sales"})),
-        )
-        .await;
-    assert_eq!(error_code(&drop), -32011, "{drop}");
-    assert!(drop["error"]["data"]["prompt"].as_str().unwrap().contains("destructive arguments"));
+        ),
+        async {
+            for _ in 0..200 {
+                let listed = warden.send_to(&warden.admin("/admin/approvals"), hyper::Method::GET, &ops, "").await;
+                let listed: Value = serde_json::from_str(&listed.body).unwrap();
+                if let Some(ask) = listed["pending"].get(0) {
+                    let id = ask["id"].as_str().unwrap();
+                    let deny = json!({ "id": id, "reason": "not now" }).to_string();
+                    let denied =
+                        warden.send_to(&warden.admin("/admin/approvals/deny"), hyper::Method::POST, &ops, &deny).await;
+                    assert_eq!(denied.status, 200, "{denied:?}");
+                    return ask.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the destructive write never waited for approval");
+        }
+    );
+    assert!(asked["prompt"].as_str().unwrap().contains("destructive arguments"), "{asked}");
+    assert_eq!(error_code(&drop), -32033, "{drop}");
+    assert_eq!(drop["error"]["data"]["by"], "demo-ops", "{drop}");
+    assert!(!warden.dir.path().join("workspace/n.txt").exists(), "the denied write never ran");
     // A harmless one goes through and really writes.
     let ok = warden
         .call(
