@@ -88,6 +88,11 @@ async fn an_operator_approves_a_waiting_call_and_it_runs_once() {
     let warden = Arc::new(Warden::start(&config("via = \"operator\"\ntimeout_s = 60")));
     let call = call_in_background(&warden, "approved.txt");
     let id = waiting_id(&warden).await;
+    // Only the admin role sees or answers the queue.
+    for args in [&["list"][..], &["approve", &id], &["deny", &id]] {
+        let (code, text) = approvals(&warden, ENGINEER, args);
+        assert!(code == Some(2) && text.contains("403"), "{args:?}: {text}");
+    }
     let (code, text) = approvals(&warden, OPS, &["list"]);
     assert!(code == Some(0) && text.contains(&id) && text.contains("DROP TABLE sales"), "{text}");
     let (code, text) = approvals(&warden, OPS, &["approve", &id, "--reason", "planned migration"]);
