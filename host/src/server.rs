@@ -143,7 +143,19 @@ async fn governance(config: &GatewayConfig) -> Result<Governance, anyhow::Error>
         })?)),
         None => None,
     };
-    let approvals = config.approvals.clone().map(|settings| Arc::new(Approvals::new(settings, Arc::clone(&store))));
+    // Replicas sharing a Redis share the key that seals approval rounds,
+    // so a 2026-07-28 client's retry may land on any of them.
+    let approvals = match config.approvals.clone() {
+        Some(settings) => {
+            let key = store.shared_secret("approval-seal").await.map_err(|e| {
+                let mut problems = crate::config::Problems::new(&config.file);
+                problems.push("state.redis", e);
+                problems.into_error()
+            })?;
+            Some(Arc::new(Approvals::new(settings, Arc::clone(&store), &key)))
+        }
+        None => None,
+    };
     let usage = UsageMeter::start(store, config.state.usage_retention);
     Ok(Governance {
         auditor,

@@ -1,10 +1,16 @@
-//! Human approval for calls a policy asks about (`ask`): one model, two
-//! ways to reach a person in this version.
+//! Human approval for calls a policy asks about (`ask`): one model, three
+//! ways to reach a person.
 //!
-//! - **The caller's client**, when it is a legacy-era client that declared
-//!   elicitation: Warden asks through `elicitation/create` (form mode) on
-//!   the call's own session, naming tool, server, the policy's question and
-//!   a redacted summary of the arguments.
+//! - **A legacy client** that declared elicitation: Warden asks through
+//!   `elicitation/create` (form mode) on the call's own session, naming
+//!   tool, server, the policy's question and a redacted summary of the
+//!   arguments.
+//! - **A 2026-07-28 client** that declared elicitation: the call answers an
+//!   `input_required` round with the same question and a `requestState`
+//!   sealed by the gateway ([`Round`]: who, which request, which chain,
+//!   until when), treated as attacker-controlled: the retry must open under
+//!   the replicas' shared key, come from the same identity, be the same
+//!   request on the same chain generation, in time, and be the first use.
 //! - **The operator queue** otherwise, or when configured (`via =
 //!   "operator"`, per plugin, or `separate_approver`): the call waits, up to
 //!   `timeout_s`, for someone with the admin role to approve or deny it on
@@ -24,13 +30,32 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::{
     auth::Principal,
     state::{StateError, StateStore},
+    transport::seal::Seal,
 };
+
+/// The key of the question in an approval round's `inputRequests`.
+pub const ROUND_KEY: &str = "warden-approval";
+
+/// What an approval round's `requestState` holds, sealed.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Round {
+    /// The approval's id (claimed once when redeemed).
+    id: String,
+    /// The caller's identity.
+    who: String,
+    /// The request's fingerprint (`transport::parked::request_fingerprint`).
+    req: String,
+    /// The chain generation that asked.
+    chain: u64,
+    /// Until when, ms since the epoch.
+    exp: u64,
+}
 
 /// The state store table pending approvals live in.
 const TABLE: &str = "approvals";
@@ -120,6 +145,33 @@ pub struct Answer {
 }
 
 impl Ask {
+    /// The `elicitation/create` parameters that ask a person (form mode:
+    /// one boolean, `approve`).
+    pub fn question(&self) -> Value {
+        json!({
+            "message": self.message(),
+            "requestedSchema": {
+                "type": "object",
+                "properties": { "approve": { "type": "boolean", "title": "Approve", "description": "Run this call once" } },
+                "required": ["approve"],
+            },
+        })
+    }
+
+    /// The answer a client's elicitation reply (`None`: no reply) gives:
+    /// approved only if it accepted with `approve = true`.
+    pub fn answer_of(&self, reply: Option<&Value>) -> Answer {
+        let reason = match reply.and_then(|r| r.get("action")).and_then(Value::as_str) {
+            Some("accept") if reply.and_then(|r| r.pointer("/content/approve")) == Some(&Value::Bool(true)) => None,
+            Some("accept") => Some("not approved".to_owned()),
+            Some("decline") => Some("declined".to_owned()),
+            Some("cancel") => Some("cancelled".to_owned()),
+            Some(action) => Some(format!("answered {action:?}")),
+            None => Some("no answer to the approval question".to_owned()),
+        };
+        Answer { approved: reason.is_none(), by: self.subject.clone(), via: "elicitation".into(), reason }
+    }
+
     /// The question a person is shown.
     pub fn message(&self) -> String {
         format!(
@@ -137,6 +189,29 @@ pub fn summary(arguments: &Value, redact: &[String]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
+}
+
+/// Why a retry's approval round was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// Not sealed by this fleet, altered, or another identity's.
+    #[error("requestState was not issued to you by this gateway, or was altered")]
+    Forged,
+    /// Sealed for a request with another name or other arguments.
+    #[error("this retry is not the request that asked for approval: its name or arguments differ")]
+    OtherRequest,
+    /// The chain was reloaded since the question was asked.
+    #[error("the policy chain changed since approval was asked: call again")]
+    ChainChanged,
+    /// Past the round's expiry.
+    #[error("the approval round expired: call again")]
+    Expired,
+    /// Already redeemed.
+    #[error("this approval round was already used: call again")]
+    Used,
+    /// The store could not record the use.
+    #[error(transparent)]
+    Store(#[from] StateError),
 }
 
 /// Why an operator's answer was not taken.
@@ -159,12 +234,65 @@ pub struct Approvals {
     store: Arc<StateStore>,
     /// Calls waiting on this replica, woken by an answer given here.
     waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// Seals approval rounds' `requestState`.
+    seal: Seal,
 }
 
 impl Approvals {
-    /// A queue in `store`.
-    pub fn new(settings: ApprovalSettings, store: Arc<StateStore>) -> Self {
-        Self { settings, store, waiting: Mutex::default() }
+    /// A queue in `store`, sealing rounds with `key` (shared by the
+    /// replicas on one store).
+    pub fn new(settings: ApprovalSettings, store: Arc<StateStore>, key: &[u8; 32]) -> Self {
+        let seal = Seal::new(key, "warden-approval.", b"warden-approval-v1");
+        Self { settings, store, waiting: Mutex::default(), seal }
+    }
+
+    /// Whether `state` is an approval round's `requestState` (it may still
+    /// not open).
+    pub fn is_round(&self, state: &str) -> bool {
+        self.seal.marks(state)
+    }
+
+    /// The `input_required` result asking a 2026-07-28 client about `ask`,
+    /// for the request with fingerprint `request`.
+    pub fn round(&self, ask: &Ask, request: String) -> Value {
+        let round = Round {
+            id: ask.id.clone(),
+            who: ask.identity.clone(),
+            req: request,
+            chain: ask.chain,
+            exp: ask.expires_ms,
+        };
+        json!({
+            "resultType": "input_required",
+            "inputRequests": { ROUND_KEY: { "method": "elicitation/create", "params": ask.question() } },
+            "requestState": self.seal.seal(&round),
+        })
+    }
+
+    /// Check a retry's `requestState` against the retry itself: sealed
+    /// here (or on a replica sharing the key) and unaltered, the same
+    /// identity, the same request (`request`, its fingerprint), the same
+    /// chain generation, in time, and its first use. The round's id.
+    pub async fn redeem(&self, state: &str, identity: &str, request: &str, chain: u64) -> Result<String, RoundError> {
+        let round: Round = self.seal.open(state).ok_or(RoundError::Forged)?;
+        if round.who != identity {
+            return Err(RoundError::Forged);
+        }
+        if round.req != request {
+            return Err(RoundError::OtherRequest);
+        }
+        if round.chain != chain {
+            return Err(RoundError::ChainChanged);
+        }
+        let now = crate::gateway::now_ms();
+        if round.exp <= now {
+            return Err(RoundError::Expired);
+        }
+        let ttl = Duration::from_millis(round.exp - now);
+        match self.store.claim(&format!("approval:{}", round.id), ttl).await? {
+            true => Ok(round.id),
+            false => Err(RoundError::Used),
+        }
     }
 
     /// The settings.
@@ -294,7 +422,7 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             separate_approver,
         };
-        Arc::new(Approvals::new(settings, Arc::new(StateStore::Memory(MemoryStore::default()))))
+        Arc::new(Approvals::new(settings, Arc::new(StateStore::Memory(MemoryStore::default())), &[3; 32]))
     }
 
     fn ask(queue: &Approvals, id: &str, caller: &Principal) -> Ask {
@@ -371,6 +499,52 @@ mod tests {
         queue.answer("a3", &principal("bob"), false, Some("no".into())).await.unwrap();
         let answer = waiting.await.unwrap().unwrap();
         assert!(!answer.approved && answer.by == "bob");
+    }
+
+    #[tokio::test]
+    async fn a_round_redeems_once_for_its_caller_request_and_chain_only() {
+        let queue = queue(10_000, false);
+        let ann = principal("ann");
+        let ask = ask(&queue, "r1", &ann);
+        let round = queue.round(&ask, "request-1".into());
+        assert_eq!(round["inputRequests"][ROUND_KEY]["params"]["requestedSchema"]["required"], json!(["approve"]));
+        let state = round["requestState"].as_str().unwrap();
+        assert!(queue.is_round(state));
+        let identity = ann.identity_key();
+        let redeem = |who: &str, request: &str, chain| {
+            let (queue, state, who, request) =
+                (Arc::clone(&queue), state.to_owned(), who.to_owned(), request.to_owned());
+            async move { queue.redeem(&state, &who, &request, chain).await }
+        };
+        assert!(matches!(redeem(&principal("bob").identity_key(), "request-1", 1).await, Err(RoundError::Forged)));
+        assert!(matches!(redeem(&identity, "request-2", 1).await, Err(RoundError::OtherRequest)));
+        assert!(matches!(redeem(&identity, "request-1", 2).await, Err(RoundError::ChainChanged)));
+        assert_eq!(redeem(&identity, "request-1", 1).await.unwrap(), "r1");
+        assert!(matches!(redeem(&identity, "request-1", 1).await, Err(RoundError::Used)), "once only");
+        let mut altered = state.to_owned().into_bytes();
+        let at = altered.len() - 2;
+        altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert!(matches!(queue.redeem(&altered, &identity, "request-1", 1).await, Err(RoundError::Forged)));
+        // Another fleet's key opens nothing.
+        let other =
+            Approvals::new(queue.settings.clone(), Arc::new(StateStore::Memory(MemoryStore::default())), &[4; 32]);
+        assert!(matches!(other.redeem(state, &identity, "request-1", 1).await, Err(RoundError::Forged)));
+    }
+
+    #[test]
+    fn only_an_accepted_approve_approves() {
+        let queue = queue(1000, false);
+        let ask = ask(&queue, "q", &principal("ann"));
+        let yes = json!({ "action": "accept", "content": { "approve": true } });
+        assert!(ask.answer_of(Some(&yes)).approved);
+        for reply in
+            [json!({ "action": "accept", "content": { "approve": false } }), json!({ "action": "decline" }), json!({})]
+        {
+            assert!(!ask.answer_of(Some(&reply)).approved, "{reply}");
+        }
+        assert_eq!(ask.answer_of(Some(&json!({ "action": "cancel" }))).reason.as_deref(), Some("cancelled"));
+        assert!(!ask.answer_of(None).approved);
     }
 
     #[test]

@@ -1049,8 +1049,10 @@ impl Gateway {
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
         let (live, call, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history)?;
-        if let Some(asked) = asked {
-            self.seek_approval(cx, caller, &call, &live, asked, &params).await?;
+        if let Some(asked) = asked
+            && let Some(round) = self.seek_approval(cx, caller, &call, &live, asked, method, &mut params).await?
+        {
+            return Ok(round);
         }
         if rewrote {
             cx.forwarded(&call.arguments);
@@ -1190,8 +1192,12 @@ impl Gateway {
     }
 
     /// Ask a person about `call`, as `asked` wants: the caller's client
-    /// (legacy elicitation) or the operator queue. `Ok` once approved; the
-    /// refusal otherwise (or -32011, with no `[approvals]`).
+    /// (legacy elicitation, or a sealed `input_required` round for a
+    /// 2026-07-28 client) or the operator queue. `Ok(None)` once approved
+    /// (a redeemed round is taken out of `params`); `Ok(Some(round))`: the
+    /// round to answer the call with; the refusal otherwise (or -32011,
+    /// with no `[approvals]`).
+    #[allow(clippy::too_many_arguments)]
     async fn seek_approval(
         &self,
         cx: &mut RequestContext,
@@ -1199,8 +1205,9 @@ impl Gateway {
         call: &Call,
         live: &LiveChain,
         asked: Approval,
-        params: &Value,
-    ) -> Result<(), GatewayError> {
+        method: &str,
+        params: &mut Value,
+    ) -> Result<Option<Value>, GatewayError> {
         let Some(approvals) = &self.governance.approvals else { return Err(GatewayError::ApprovalRequired(asked)) };
         let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
         let redact = match self.governance.auditor.settings() {
@@ -1211,7 +1218,7 @@ impl Gateway {
         getrandom::fill(&mut id).expect("the OS provides randomness");
         let (expires, expires_ms) = approvals.expiry();
         let principal = &caller.principal;
-        let ask = Ask {
+        let mut ask = Ask {
             id: URL_SAFE_NO_PAD.encode(id),
             time: crate::audit::timestamp(SystemTime::now()),
             expires,
@@ -1229,12 +1236,42 @@ impl Gateway {
             chain: live.generation,
             answer: None,
         };
-        // A legacy client is asked on its session; a 2026-07-28 one in an
-        // input_required round (transport::parked), if it declared elicitation.
+        // The caller's client is asked if it declared elicitation: a legacy
+        // one on its session, a 2026-07-28 one in a sealed round.
         let client_asks =
             approvals.via(&ask.plugin) == Via::Auto && caller.hooks.client_capabilities.get("elicitation").is_some();
         let answer = match (&caller.hooks.requests, client_asks) {
-            (Some(client), true) => elicit(client.as_ref(), &ask).await,
+            (_, true) if caller.modern => {
+                let request = crate::transport::parked::request_fingerprint(method, params);
+                let state = params.get("requestState").and_then(Value::as_str).filter(|s| approvals.is_round(s));
+                let Some(state) = state else {
+                    cx.outcome("approval-asked");
+                    return Ok(Some(approvals.round(&ask, request)));
+                };
+                ask.id = approvals
+                    .redeem(state, &ask.identity, &request, live.generation)
+                    .await
+                    .map_err(|e| GatewayError::InvalidParams(e.to_string()))?;
+                let answer = ask.answer_of(params.pointer(&format!("/inputResponses/{}", approvals::ROUND_KEY)));
+                // The round was the gateway's: the upstream never sees it.
+                if let Some(map) = params.as_object_mut() {
+                    map.remove("requestState");
+                    map.remove("inputResponses");
+                }
+                answer
+            }
+            (Some(client), true) => {
+                let reply = client.request("elicitation/create".into(), ask.question()).await;
+                match reply {
+                    Ok(reply) => ask.answer_of(Some(&reply)),
+                    Err(error) => approvals::Answer {
+                        approved: false,
+                        by: ask.subject.clone(),
+                        via: "elicitation".into(),
+                        reason: Some(format!("the client could not be asked: {}", error.message)),
+                    },
+                }
+            }
             _ => {
                 tracing::warn!(id = %ask.id, subject = %ask.subject, server = %ask.server, target = %ask.target,
                     "a call waits for an operator's approval (warden approvals approve|deny <id>)");
@@ -1260,7 +1297,7 @@ impl Gateway {
         };
         cx.approval(json!({ "id": ask.id, "via": answer.via, "approved": answer.approved, "by": answer.by, "reason": answer.reason }));
         match answer.approved {
-            true => Ok(()),
+            true => Ok(None),
             false => Err(GatewayError::ApprovalDenied { ask: Box::new(ask), answer }),
         }
     }
@@ -1522,29 +1559,6 @@ fn prompt_target(server: &str, name: &str) -> Target {
         name: name.to_owned(),
         annotations: Default::default(),
     }
-}
-
-/// Ask the caller's client (legacy elicitation, form mode) whether `ask`
-/// may run: approved only if it accepts with `approve = true`.
-async fn elicit(client: &dyn ClientRequests, ask: &Ask) -> approvals::Answer {
-    let params = json!({
-        "message": ask.message(),
-        "requestedSchema": {
-            "type": "object",
-            "properties": { "approve": { "type": "boolean", "title": "Approve", "description": "Run this call once" } },
-            "required": ["approve"],
-        },
-    });
-    let (approved, reason) = match client.request("elicitation/create".into(), params).await {
-        Ok(reply) => match reply.get("action").and_then(Value::as_str) {
-            Some("accept") if reply.pointer("/content/approve") == Some(&Value::Bool(true)) => (true, None),
-            Some("accept") => (false, Some("not approved".to_owned())),
-            Some(action) => (false, Some(format!("{action}d"))),
-            None => (false, Some("the client's answer had no action".to_owned())),
-        },
-        Err(error) => (false, Some(format!("the client could not be asked: {}", error.message))),
-    };
-    approvals::Answer { approved, by: ask.subject.clone(), via: "elicitation".into(), reason }
 }
 
 fn denied(rejection: &Rejection) -> RpcError {

@@ -140,6 +140,17 @@ impl MemoryStore {
         Verdict { admitted, rates, quotas, history: None, controls: None }
     }
 
+    /// Claim `key` for `ttl_ms` at `now`: whether nobody held it.
+    pub fn claim(&self, key: &str, ttl_ms: u64, now: u64) -> bool {
+        let mut slots = self.slots.lock().unwrap();
+        let key = format!("claim:{key}");
+        if slots.get(&key).is_some_and(|s| s.expires_us > now) {
+            return false;
+        }
+        slots.insert(key, Slot { value: 1, expires_us: now + ttl_ms * 1000 });
+        true
+    }
+
     /// Add `amount` to a counter.
     pub fn charge(&self, key: &str, amount: u64, ttl_ms: u64, now: u64) {
         bump(&mut self.slots.lock().unwrap(), key, amount, ttl_ms, now);

@@ -270,6 +270,15 @@ impl StateStore {
         }
     }
 
+    /// Claim `key` for `ttl`: true for the first to claim it (on any
+    /// replica), false while it stays claimed. What makes a token single-use.
+    pub async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
+        match self {
+            Self::Memory(store) => Ok(store.claim(key, ttl.as_millis() as u64, now_us())),
+            Self::Redis(store) => store.claim(key, ttl).await,
+        }
+    }
+
     /// A 32-byte secret shared by every gateway on this store, created by
     /// the first that asks (in memory: this process's own).
     pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StateError> {

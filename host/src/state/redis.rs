@@ -284,6 +284,21 @@ impl RedisStore {
         Ok(generation.unwrap_or(0))
     }
 
+    /// Claim a key (`SET NX PX`): whether nobody held it.
+    pub async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, StateError> {
+        let mut connection = self.connection.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("claim:{key}")))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(set.is_some())
+    }
+
     /// A secret every gateway on this Redis shares: the first to ask sets it.
     pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StateError> {
         use base64::{Engine as _, engine::general_purpose::STANDARD};

@@ -14,7 +14,7 @@ pub mod http;
 mod legacy;
 mod limits;
 mod modern;
-mod parked;
+pub(crate) mod parked;
 pub mod seal;
 mod settings;
 pub mod stdio;

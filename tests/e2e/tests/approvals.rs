@@ -7,7 +7,7 @@
 
 use std::{process::Command, sync::Arc, time::Duration};
 
-use e2e::{Warden, bin, peers, quickstart_config, root};
+use e2e::{Warden, bin, peers, peers::Redis, quickstart_config, root};
 use serde_json::{Value, json};
 
 const ENGINEER: &str = "demo-acme-engineer";
@@ -239,14 +239,15 @@ async fn an_input_required_round_is_bound_to_its_request_and_used_once() {
         modern_write(&warden, "DROP TABLE customers", json!({ "requestState": state, "inputResponses": yes })).await;
     assert_eq!(changed["error"]["code"], -32602, "{changed}");
     assert!(changed["error"]["message"].as_str().unwrap().contains("not the request that asked"), "{changed}");
-    // A forged state is unknown.
-    let forged = modern_write(
-        &warden,
-        "DROP TABLE sales",
-        json!({ "requestState": "warden-parked-forged", "inputResponses": yes }),
-    )
-    .await;
+    // An altered state does not open.
+    let mut altered = state.as_str().unwrap().to_owned().into_bytes();
+    let at = altered.len() - 3;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    let forged =
+        modern_write(&warden, "DROP TABLE sales", json!({ "requestState": altered, "inputResponses": yes })).await;
     assert_eq!(forged["error"]["code"], -32602, "{forged}");
+    assert!(forged["error"]["message"].as_str().unwrap().contains("was not issued to you"), "{forged}");
     assert!(!warden.dir.path().join("workspace/state.txt").exists());
 
     // The real retry runs the call, once; replaying it runs nothing.
@@ -257,5 +258,33 @@ async fn an_input_required_round_is_bound_to_its_request_and_used_once() {
     let replayed =
         modern_write(&warden, "DROP TABLE sales", json!({ "requestState": state, "inputResponses": yes })).await;
     assert_eq!(replayed["error"]["code"], -32602, "{replayed}");
+    assert!(replayed["error"]["message"].as_str().unwrap().contains("already used"), "{replayed}");
     assert!(!warden.dir.path().join("workspace/state.txt").exists(), "a replay ran nothing");
+    // Declined: refused.
+    let asked = modern_write(&warden, "DROP TABLE sales", json!({})).await;
+    let no = json!({ key.clone(): { "action": "decline" } });
+    let state = asked["result"]["requestState"].clone();
+    let declined =
+        modern_write(&warden, "DROP TABLE sales", json!({ "requestState": state, "inputResponses": no })).await;
+    assert_eq!(declined["error"]["code"], APPROVAL_DENIED, "{declined}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_round_asked_on_one_replica_is_redeemed_on_another() {
+    let redis = Redis::start().await;
+    let state = format!("[state]\nredis = \"{}\"\ntimeout_ms = 300\n", redis.url());
+    let replicas: Vec<Warden> = (0..2)
+        .map(|_| Warden::start(&config("via = \"auto\"").replace("[state]\nfile = \"{dir}/state.json\"\n", &state)))
+        .collect();
+    let asked = modern_write(&replicas[0], "DROP TABLE sales", json!({})).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+    let state = asked["result"]["requestState"].clone();
+    let yes = json!({ "warden-approval": { "action": "accept", "content": { "approve": true } } });
+    let done =
+        modern_write(&replicas[1], "DROP TABLE sales", json!({ "requestState": state, "inputResponses": yes })).await;
+    assert!(done["result"]["content"].is_array(), "{done}");
+    // Used on the second, so not again on the first.
+    let again =
+        modern_write(&replicas[0], "DROP TABLE sales", json!({ "requestState": state, "inputResponses": yes })).await;
+    assert!(again["error"]["message"].as_str().unwrap().contains("already used"), "{again}");
 }
