@@ -2,8 +2,9 @@
 //! a result (or error) out, with the policy chain around every upstream call.
 //!
 //! A tool call flows through one flat function, [`Gateway::call_tool`]:
-//! route → scopes → limits → kill switches → policy (on-call) → upstream →
-//! policy (on-result) → audit. Resource reads and prompt fetches take the same
+//! route → scopes → pins → limits → kill switches → deprecation → policy
+//! (on-call, and a person's approval if it asks) → upstream → policy
+//! (on-result) → audit. Resource reads and prompt fetches take the same
 //! path. Listings pass the chain's on-list hook once per principal and
 //! catalog version, and the result is cached; a tool hidden from a
 //! principal cannot be called by it either.
@@ -235,7 +236,6 @@ impl Gateway {
             by_name: started.iter().map(|u| (u.name().to_owned(), Arc::clone(u))).collect(),
             upstreams: started,
             chain: ArcSwap::from_pointee(LiveChain { chain, generation: 1 }),
-
             views: Mutex::default(),
             changes: broadcast::channel(256).0,
             next_request: AtomicU64::new(1),
@@ -1209,33 +1209,7 @@ impl Gateway {
         params: &mut Value,
     ) -> Result<Option<Value>, GatewayError> {
         let Some(approvals) = &self.governance.approvals else { return Err(GatewayError::ApprovalRequired(asked)) };
-        let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-        let redact = match self.governance.auditor.settings() {
-            Some(settings) => settings.redact.clone(),
-            None => crate::audit::default_redact(),
-        };
-        let mut id = [0u8; 12];
-        getrandom::fill(&mut id).expect("the OS provides randomness");
-        let (expires, expires_ms) = approvals.expiry();
-        let principal = &caller.principal;
-        let mut ask = Ask {
-            id: URL_SAFE_NO_PAD.encode(id),
-            time: crate::audit::timestamp(SystemTime::now()),
-            expires,
-            expires_ms,
-            subject: principal.subject.clone(),
-            tenant: principal.tenant.clone(),
-            identity: principal.identity_key(),
-            server: call.target.server.clone(),
-            target: call.target.name.clone(),
-            kind: call.target.kind.as_str().to_owned(),
-            arguments_sha256: crate::audit::fingerprint(&arguments),
-            arguments: approvals::summary(&arguments, &redact),
-            plugin: asked.plugin,
-            prompt: asked.prompt,
-            chain: live.generation,
-            answer: None,
-        };
+        let mut ask = self.ask_of(approvals, caller, call, live, asked);
         // The caller's client is asked if it declared elicitation: a legacy
         // one on its session, a 2026-07-28 one in a sealed round.
         let client_asks =
@@ -1272,33 +1246,44 @@ impl Gateway {
                     },
                 }
             }
-            _ => {
-                tracing::warn!(id = %ask.id, subject = %ask.subject, server = %ask.server, target = %ask.target,
-                    "a call waits for an operator's approval (warden approvals approve|deny <id>)");
-                let progress = params.pointer("/_meta/progressToken").cloned();
-                let waited = approvals.wait(&ask);
-                tokio::pin!(waited);
-                let mut every = tokio::time::interval(APPROVAL_PROGRESS);
-                let mut told = 0u64;
-                loop {
-                    tokio::select! {
-                        answer = &mut waited => break answer.map_err(|e| GatewayError::StateUnavailable(e.0))?,
-                        _ = every.tick() => if let (Some(token), Some(sink)) = (&progress, &caller.hooks.notifications) {
-                            told += 1;
-                            let _ = sink.send(crate::mcp::jsonrpc::notification("notifications/progress", json!({
-                                "progressToken": token,
-                                "progress": told,
-                                "message": format!("waiting for an operator to approve this call (approval {})", ask.id),
-                            })));
-                        }
-                    }
-                }
-            }
+            _ => wait_for_operator(approvals, &ask, caller, params).await?,
         };
         cx.approval(json!({ "id": ask.id, "via": answer.via, "approved": answer.approved, "by": answer.by, "reason": answer.reason }));
         match answer.approved {
             true => Ok(None),
             false => Err(GatewayError::ApprovalDenied { ask: Box::new(ask), answer }),
+        }
+    }
+
+    /// What a person is asked about `call`: who, what, the arguments as the
+    /// chain left them (redacted, summarised), the policy's question.
+    fn ask_of(&self, approvals: &Approvals, caller: &Caller, call: &Call, live: &LiveChain, asked: Approval) -> Ask {
+        let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+        let redact = match self.governance.auditor.settings() {
+            Some(settings) => settings.redact.clone(),
+            None => crate::audit::default_redact(),
+        };
+        let mut id = [0u8; 12];
+        getrandom::fill(&mut id).expect("the OS provides randomness");
+        let (expires, expires_ms) = approvals.expiry();
+        let principal = &caller.principal;
+        Ask {
+            id: URL_SAFE_NO_PAD.encode(id),
+            time: crate::audit::timestamp(SystemTime::now()),
+            expires,
+            expires_ms,
+            subject: principal.subject.clone(),
+            tenant: principal.tenant.clone(),
+            identity: principal.identity_key(),
+            server: call.target.server.clone(),
+            target: call.target.name.clone(),
+            kind: call.target.kind.as_str().to_owned(),
+            arguments_sha256: crate::audit::fingerprint(&arguments),
+            arguments: approvals::summary(&arguments, &redact),
+            plugin: asked.plugin,
+            prompt: asked.prompt,
+            chain: live.generation,
+            answer: None,
         }
     }
 
@@ -1508,7 +1493,38 @@ impl ClientRequests for Screened {
     }
 }
 
-/// The shown items of a listing that `on` keeps (those no kill switch covers).
+/// Queue `ask` for an operator and wait for the answer (or the timeout);
+/// a client that sent a progress token hears every few seconds that the
+/// call still waits.
+async fn wait_for_operator(
+    approvals: &Approvals,
+    ask: &Ask,
+    caller: &Caller,
+    params: &Value,
+) -> Result<approvals::Answer, GatewayError> {
+    tracing::warn!(id = %ask.id, subject = %ask.subject, server = %ask.server, target = %ask.target,
+        "a call waits for an operator's approval (warden approvals approve|deny <id>)");
+    let progress = params.pointer("/_meta/progressToken").cloned();
+    let waited = approvals.wait(ask);
+    tokio::pin!(waited);
+    let mut every = tokio::time::interval(APPROVAL_PROGRESS);
+    let mut told = 0u64;
+    loop {
+        tokio::select! {
+            answer = &mut waited => return answer.map_err(|e| GatewayError::StateUnavailable(e.0)),
+            _ = every.tick() => if let (Some(token), Some(sink)) = (&progress, &caller.hooks.notifications) {
+                told += 1;
+                let _ = sink.send(crate::mcp::jsonrpc::notification("notifications/progress", json!({
+                    "progressToken": token,
+                    "progress": told,
+                    "message": format!("waiting for an operator to approve this call (approval {})", ask.id),
+                })));
+            }
+        }
+    }
+}
+
+/// The shown items of a listing that `on` keeps.
 fn switched_on(shown: &[Shown], on: impl Fn(usize) -> bool) -> Vec<Shown> {
     shown.iter().filter(|(i, _)| on(*i)).cloned().collect()
 }

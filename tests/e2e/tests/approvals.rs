@@ -131,6 +131,34 @@ async fn a_denied_or_unanswered_call_is_refused_and_never_runs() {
     assert_eq!(refused["error"]["data"]["reason"], "not during the freeze", "{refused}");
     assert!(!warden.dir.path().join("workspace/denied.txt").exists());
 
+    // A client that sent a progress token hears that the call waits.
+    let with_token = {
+        let warden = Arc::clone(&warden);
+        tokio::spawn(async move {
+            let mut params = destructive("progress.txt");
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "progressToken": "p-1",
+            });
+            let headers = [
+                ("authorization", "Bearer demo-acme-engineer"),
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "write_workspace_file"),
+            ];
+            let message = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params });
+            warden.post(&headers, &message).await.messages()
+        })
+    };
+    let id = waiting_id(&warden).await;
+    approvals(&warden, OPS, &["deny", &id]);
+    let messages = with_token.await.unwrap();
+    let progress = messages.iter().find(|m| m["method"] == "notifications/progress").expect("a progress notification");
+    assert_eq!(progress["params"]["progressToken"], "p-1", "{messages:?}");
+    assert!(progress["params"]["message"].as_str().unwrap().contains(&id), "{messages:?}");
+    assert_eq!(messages.last().unwrap()["error"]["code"], APPROVAL_DENIED, "{messages:?}");
+
     // Nobody answers: denied when timeout_s passes.
     let refused = call_in_background(&warden, "expired.txt").await.unwrap();
     assert_eq!(refused["error"]["code"], APPROVAL_DENIED, "{refused}");
