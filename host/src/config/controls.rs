@@ -33,25 +33,15 @@ use crate::controls::{ApprovalSettings, Deprecation, OnChange, PinSettings, Via,
 
 /// `[approvals]`.
 pub(super) fn approvals(mut t: Table<'_>, problems: &mut Problems) -> ApprovalSettings {
-    let via_of = |word: &str| match word {
-        "auto" => Some(Via::Auto),
-        "operator" => Some(Via::Operator),
-        _ => None,
-    };
-    let mut via = Via::Auto;
-    if let Some(word) = t.get::<String>("via", problems) {
-        match via_of(&word) {
-            Some(v) => via = v,
-            None => problems.push(t.path_of("via"), format!("{word:?} is not \"auto\" or \"operator\"")),
-        }
-    }
+    const VIA: &[(&str, Via)] = &[("auto", Via::Auto), ("operator", Via::Operator)];
+    let via = choice(&mut t, "via", VIA, problems);
     let mut per_plugin = BTreeMap::new();
     for (plugin, word) in t.get::<BTreeMap<String, String>>("plugins", problems).unwrap_or_default() {
-        match via_of(&word) {
-            Some(v) => {
+        match pick(&word, VIA) {
+            Ok(v) => {
                 per_plugin.insert(plugin, v);
             }
-            None => problems.push(t.path_of("plugins"), format!("{plugin}: {word:?} is not \"auto\" or \"operator\"")),
+            Err(problem) => problems.push(t.path_of("plugins"), format!("{plugin}: {problem}")),
         }
     }
     let timeout_s: u64 = t.get("timeout_s", problems).unwrap_or(120);
@@ -83,14 +73,7 @@ pub(super) fn deprecations(root: &mut Table<'_>, problems: &mut Problems) -> Vec
             Some(Ok(sunset)) => Some(sunset),
             None => None,
         };
-        let refuse_after_sunset = match t.get::<String>("after_sunset", problems).as_deref() {
-            None | Some("refuse") => true,
-            Some("warn") => false,
-            Some(other) => {
-                problems.push(t.path_of("after_sunset"), format!("{other:?} is not \"refuse\" or \"warn\""));
-                true
-            }
-        };
+        let refuse_after_sunset = choice(&mut t, "after_sunset", &[("refuse", true), ("warn", false)], problems);
         let mut set = GlobSetBuilder::new();
         for pattern in tools.iter().flatten() {
             match Glob::new(pattern) {
@@ -126,25 +109,28 @@ pub(super) fn pinning(
     Some(PinSettings { lock: base.join(lock?), on_change, unpinned, per_upstream })
 }
 
-/// The mode `key` names among `choices` (the first is the default).
-fn choice(t: &mut Table<'_>, key: &'static str, choices: &[(&str, OnChange)], problems: &mut Problems) -> OnChange {
+/// What `key` names among `choices` (the first is the default; a word not
+/// among them is a problem, and the default stands).
+fn choice<T: Copy>(t: &mut Table<'_>, key: &'static str, choices: &[(&str, T)], problems: &mut Problems) -> T {
     let Some(word) = t.get::<String>(key, problems) else { return choices[0].1 };
-    match choices.iter().find(|(name, _)| *name == word) {
-        Some((_, mode)) => *mode,
-        None => {
-            let names: Vec<String> = choices.iter().map(|(name, _)| format!("{name:?}")).collect();
-            problems.push(t.path_of(key), format!("{word:?} is not {}", names.join(" or ")));
-            choices[0].1
-        }
-    }
+    pick(&word, choices).unwrap_or_else(|problem| {
+        problems.push(t.path_of(key), problem);
+        choices[0].1
+    })
+}
+
+/// The value `word` names among `choices`, or the problem.
+fn pick<T: Copy>(word: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices.iter().find(|(name, _)| *name == word).map(|(_, value)| *value).ok_or_else(|| {
+        let names: Vec<String> = choices.iter().map(|(name, _)| format!("{name:?}")).collect();
+        let (last, rest) = names.split_last().expect("choices are given");
+        format!("{word:?} is not {} or {last}", rest.join(", "))
+    })
 }
 
 /// An upstream's `pinning`.
 pub(super) fn upstream_pinning(t: &mut Table<'_>, problems: &mut Problems) -> Option<OnChange> {
     let word: String = t.get("pinning", problems)?;
-    let mode = OnChange::parse(&word);
-    if mode.is_none() {
-        problems.push(t.path_of("pinning"), format!("{word:?} is not \"block\", \"flag\" or \"off\""));
-    }
-    mode
+    let modes = [("block", OnChange::Block), ("flag", OnChange::Flag), ("off", OnChange::Off)];
+    pick(&word, &modes).map_err(|problem| problems.push(t.path_of("pinning"), problem)).ok()
 }

@@ -158,18 +158,6 @@ pub enum OnChange {
     Off,
 }
 
-impl OnChange {
-    /// The config word for it.
-    pub fn parse(word: &str) -> Option<Self> {
-        Some(match word {
-            "block" => Self::Block,
-            "flag" => Self::Flag,
-            "off" => Self::Off,
-            _ => return None,
-        })
-    }
-}
-
 /// `[pinning]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PinSettings {
