@@ -394,7 +394,7 @@ impl ControlRecord {
             control,
             reason: None,
             subject: principal.subject.clone(),
-            issuer: principal.claims.get("iss").and_then(Value::as_str).map(str::to_owned),
+            issuer: principal.issuer().map(str::to_owned),
             tenant: principal.tenant.clone(),
             outcome: "done",
             error: None,

@@ -62,7 +62,12 @@ impl Principal {
     /// Who this is, as a key: issuer (`iss`, none for API keys), subject and
     /// tenant. Two issuers' equal subjects are different callers.
     pub fn identity_key(&self) -> String {
-        json!([self.claims.get("iss").and_then(Value::as_str), self.subject, self.tenant]).to_string()
+        json!([self.issuer(), self.subject, self.tenant]).to_string()
+    }
+
+    /// The token's issuer (`iss`); `None` for API keys and anonymous callers.
+    pub fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
     }
 
     /// A key identifying what this principal may see: principals with equal

@@ -94,7 +94,7 @@ impl RequestContext {
             transport: caller.transport,
             era: if caller.modern { "modern" } else { "legacy" },
             session: caller.session.clone(),
-            issuer: principal.claims.get("iss").and_then(Value::as_str).map(str::to_owned),
+            issuer: principal.issuer().map(str::to_owned),
             subject: principal.subject.clone(),
             tenant: principal.tenant.clone(),
             method: method.to_owned(),
