@@ -351,17 +351,18 @@ pub struct Decision {
 }
 
 /// An operator's action on the running gateway (a kill switch set or
-/// removed), as it is recorded: who did it, to what, and whether it took.
+/// removed, a tool's definition approved, a waiting call answered), as it
+/// is recorded: who did it, to what, and whether it took.
 #[derive(Clone, Debug, Serialize)]
 pub struct ControlRecord {
     /// Always `"control"`.
     pub kind: &'static str,
     /// When (RFC 3339, UTC, milliseconds).
     pub time: String,
-    /// `kill`, `revive` or `approve`.
+    /// `kill`, `revive`, `approve` (a pin), `approve-call` or `deny-call`.
     pub action: &'static str,
-    /// The control acted on: a switch id (`tool:demo/write_*`) or a pin
-    /// (`pin:demo/fetch_weather`).
+    /// The control acted on: a switch id (`tool:demo/write_*`), a pin
+    /// (`pin:demo/fetch_weather`) or a waiting call (`approval:<id>`).
     pub control: String,
     /// The operator's reason, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,12 +375,14 @@ pub struct ControlRecord {
     /// Their tenant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// `done`, `absent` (nothing to revive) or `failed`.
+    /// `done`, `absent` (nothing to revive) or `failed` (the store did not
+    /// take it, or the caller answered its own call under `separate_approver`).
     pub outcome: &'static str,
     /// What failed, for `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What was accepted, for `approve`: the pinned digest and the change.
+    /// What was accepted: for a pin, its digest and change; for a call, its
+    /// caller, server, target and argument fingerprint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
 }

@@ -324,7 +324,7 @@ impl Approvals {
         let text = serde_json::to_string(ask).expect("an ask serialises");
         let queued = self.store.put_control(TABLE, &ask.id, &text).await;
         let answer = match queued {
-            Ok(_) => self.answer_of(ask, woken).await,
+            Ok(_) => self.await_answer(ask, woken).await,
             Err(error) => Err(error),
         };
         self.waiting.lock().unwrap().remove(&ask.id);
@@ -334,7 +334,9 @@ impl Approvals {
         answer
     }
 
-    async fn answer_of(&self, ask: &Ask, mut woken: oneshot::Receiver<Answer>) -> Result<Answer, StateError> {
+    /// The operator's answer to `ask`: given here (`woken`), seen in the
+    /// store (given on another replica), or the timeout's denial.
+    async fn await_answer(&self, ask: &Ask, mut woken: oneshot::Receiver<Answer>) -> Result<Answer, StateError> {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         loop {
             tokio::select! {
