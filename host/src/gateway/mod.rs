@@ -441,8 +441,14 @@ impl Gateway {
 
     /// The live catalog reviewed against the pins (`None`: pinning is off).
     pub fn pin_review(&self) -> Option<Arc<Review>> {
+        self.review_pins(&self.catalog.snapshot())
+    }
+
+    /// `snapshot` reviewed against the pins: a request that already holds
+    /// a snapshot decides on that one, not on a newer catalog.
+    fn review_pins(&self, snapshot: &Snapshot) -> Option<Arc<Review>> {
         let pins = self.governance.pins.as_ref()?;
-        Some(pins.review(&self.catalog.snapshot(), || self.server_versions()))
+        Some(pins.review(snapshot, || self.server_versions()))
     }
 
     /// Log, count and audit what the review finds that was not reported
@@ -813,7 +819,7 @@ impl Gateway {
         let snapshot = self.catalog.snapshot();
         let view = self.view(&caller.principal, &snapshot);
         let off = self.switches();
-        let review = self.pin_review();
+        let review = self.review_pins(&snapshot);
         let pinned =
             |i: usize| review.as_ref().and_then(|r| r.get(&snapshot.tools[i].upstream, &snapshot.tools[i].name));
         let deprecations = self.deprecations.load();
@@ -916,7 +922,7 @@ impl Gateway {
         // A tool whose definition is not the one pinned is held: what the
         // agent read may not be what the operator approved.
         if let Some(finding) =
-            self.pin_review().and_then(|r| r.get(&entry.upstream, &entry.name).filter(|f| f.held).cloned())
+            self.review_pins(&snapshot).and_then(|r| r.get(&entry.upstream, &entry.name).filter(|f| f.held).cloned())
         {
             cx.target(&target);
             return Err(GatewayError::ToolHeld(Box::new(finding)));
