@@ -238,6 +238,11 @@ impl Chain {
         &self.links
     }
 
+    /// The plugins' names, in order.
+    pub fn plugin_names(&self) -> impl Iterator<Item = &str> {
+        self.links.iter().map(|link| link.plugin.name())
+    }
+
     /// Whether any plugin exports `hook`: without one, the gateway need not
     /// serialise what that hook would see.
     pub fn runs(&self, hook: Hook) -> bool {

@@ -335,7 +335,7 @@ impl Gateway {
         }
         names.extend(self.upstreams.iter().map(|u| u.name()).filter(|n| one.server_off(n)).map(str::to_owned));
         let chain = self.chain.load();
-        names.extend(one.plugins(chain.chain.links().iter().map(|l| l.plugin.name())).into_keys());
+        names.extend(one.plugins(chain.chain.plugin_names()).into_keys());
         names
     }
 
@@ -359,7 +359,7 @@ impl Gateway {
     fn controls_changed(&self) {
         let set = self.governance.switches.current();
         self.chain.rcu(|live| {
-            let off = set.plugins(live.chain.links().iter().map(|l| l.plugin.name()));
+            let off = set.plugins(live.chain.plugin_names());
             match &off == live.chain.off() {
                 true => Arc::clone(live),
                 false => Arc::new(LiveChain { chain: live.chain.switched_off(off), generation: live.generation + 1 }),
@@ -543,7 +543,7 @@ impl Gateway {
     /// off); calls in flight finish on the one they started with.
     pub fn swap_chain(&self, chain: Chain) {
         let set = self.governance.switches.current();
-        let chain = chain.switched_off(set.plugins(chain.links().iter().map(|l| l.plugin.name())));
+        let chain = chain.switched_off(set.plugins(chain.plugin_names()));
         self.chain.rcu(|live| Arc::new(LiveChain { chain: chain.clone(), generation: live.generation + 1 }));
     }
 

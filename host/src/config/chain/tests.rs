@@ -48,7 +48,7 @@ fn a_chain_of_builtins_loads_in_order_with_limits_overlaid() {
     assert_eq!(sanitizer.config_json, "{}");
 
     let chain = build(engine(), &spec).unwrap();
-    let names: Vec<&str> = chain.links().iter().map(|l| l.plugin.name()).collect();
+    let names: Vec<&str> = chain.plugin_names().collect();
     assert_eq!(names, ["rbac", "sanitizer"]);
 }
 
