@@ -343,6 +343,19 @@ impl Warden {
         format!("{base}{path}")
     }
 
+    /// `warden ARGS --url <its control plane>` with `WARDEN_API_KEY` set to
+    /// `key`, as an operator runs it: the exit code and all it printed.
+    pub fn control(&self, key: &str, args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(bin("warden"))
+            .args(args)
+            .args(["--url", self.admin_url.as_deref().expect("the config has no [admin] table")])
+            .env("WARDEN_API_KEY", key)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), text)
+    }
+
     /// `GET /admin/status` (the config must give its caller the `[admin] role`).
     pub async fn admin_status(&self) -> Value {
         let reply = self.send_to(&self.admin("/admin/status"), Method::GET, &[], "").await;

@@ -7,7 +7,7 @@
 
 use std::{process::Command, sync::Arc, time::Duration};
 
-use e2e::{Warden, bin, peers, peers::Redis, quickstart_config, root};
+use e2e::{Warden, peers, peers::Redis, quickstart_config, root};
 use serde_json::{Value, json};
 
 const ENGINEER: &str = "demo-acme-engineer";
@@ -38,15 +38,7 @@ fn call_in_background(warden: &Arc<Warden>, path: &str) -> tokio::task::JoinHand
 
 /// `warden approvals ARGS` against the gateway, as `key`: exit code, output.
 fn approvals(warden: &Warden, key: &str, args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(bin("warden"))
-        .arg("approvals")
-        .args(args)
-        .args(["--url", warden.admin_url.as_deref().unwrap()])
-        .env("WARDEN_API_KEY", key)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code(), text)
+    warden.control(key, &[&["approvals"][..], args].concat())
 }
 
 /// The id of the one call waiting, once `warden approvals list` shows it.

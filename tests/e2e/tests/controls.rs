@@ -119,18 +119,6 @@ async fn while_connected<F: std::future::Future<Output = ()>>(
     seen
 }
 
-/// `warden ARGS --url <its control plane>` as the operator: exit code and output.
-fn cli(warden: &Warden, args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(bin("warden"))
-        .args(args)
-        .args(["--url", warden.admin_url.as_deref().unwrap()])
-        .env("WARDEN_API_KEY", OPS)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code(), text)
-}
-
 /// The tool names on a `tools …` line.
 fn listed(line: &str) -> Vec<String> {
     serde_json::from_str(line.strip_prefix("tools ").unwrap_or_else(|| panic!("not a tools line: {line}"))).unwrap()
@@ -189,7 +177,7 @@ async fn switches_survive_a_restart_and_the_cli_sets_lists_and_removes_them() {
     let file = state.path().join("state.json");
     let extra = format!("[state]\nfile = \"{}\"\n", file.display());
     let warden = Warden::start(&config(&extra));
-    let (code, text) = cli(&warden, &["kill", "server", "demo", "--reason", "upstream compromised"]);
+    let (code, text) = warden.control(OPS, &["kill", "server", "demo", "--reason", "upstream compromised"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("server:demo") && text.contains("demo/query_analytics_db"), "{text}");
     assert!(tools(&warden, ENGINEER).await.is_empty(), "a switched-off server lists nothing");
@@ -206,15 +194,15 @@ async fn switches_survive_a_restart_and_the_cli_sets_lists_and_removes_them() {
         warden.modern(&[("authorization", &format!("Bearer {ENGINEER}"))], 2, "prompts/list", json!({})).await.json();
     assert_eq!(prompts["result"]["prompts"], json!([]), "its prompts are gone too: {prompts}");
 
-    let (code, text) = cli(&warden, &["switches"]);
+    let (code, text) = warden.control(OPS, &["switches"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("server:demo") && text.contains("demo-ops") && text.contains("upstream compromised"),
         "{text}"
     );
-    let (code, text) = cli(&warden, &["revive", "server", "demo", "--reason", "patched"]);
+    let (code, text) = warden.control(OPS, &["revive", "server", "demo", "--reason", "patched"]);
     assert_eq!(code, Some(0), "{text}");
-    let (code, text) = cli(&warden, &["revive", "server", "demo"]);
+    let (code, text) = warden.control(OPS, &["revive", "server", "demo"]);
     assert_eq!(code, Some(2), "nothing left to revive: {text}");
     assert!(text.contains("404") && text.contains("no kill switch server:demo"), "{text}");
     let served = call(&warden, ANALYST, "query_analytics_db", json!({ "query": "SELECT 1 AS one" })).await;

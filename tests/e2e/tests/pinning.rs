@@ -47,9 +47,9 @@ args = ["{server}"]
     )
 }
 
-/// `warden ARGS` as the admin: exit code and output.
+/// `warden ARGS` (no gateway needed): exit code and output.
 fn cli(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(bin("warden")).args(args).env("WARDEN_API_KEY", ADMIN).output().unwrap();
+    let output = Command::new(bin("warden")).args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code(), text)
 }
@@ -100,7 +100,6 @@ fn records(warden: &Warden, kind: &str) -> Vec<Value> {
 async fn a_changed_tool_is_held_until_approved_and_a_rename_is_reported() {
     let dir = Scratch::new("pinning");
     let warden = Warden::start(&locked(&dir, "", ""));
-    let admin_url = warden.admin_url.clone().unwrap();
     assert_eq!(call(&warden, "forecast", json!({ "city": "Oslo" })).await["result"]["isError"], json!(false));
 
     // The server changes its own tool and says so.
@@ -133,7 +132,7 @@ async fn a_changed_tool_is_held_until_approved_and_a_rename_is_reported() {
     );
 
     // `warden tools diff` shows it field by field; approving restores it.
-    let (code, diff) = cli(&["tools", "diff", "--url", &admin_url]);
+    let (code, diff) = warden.control(ADMIN, &["tools", "diff"]);
     assert_eq!(code, Some(0), "{diff}");
     assert!(diff.contains("weather/forecast: changed (held)"), "{diff}");
     assert!(diff.contains("- The weather forecast for a city.") && diff.contains(&format!("+ {CHANGED}")), "{diff}");
@@ -146,7 +145,7 @@ async fn a_changed_tool_is_held_until_approved_and_a_rename_is_reported() {
         )
         .await;
     assert_eq!(refused.status, 403, "approving needs the admin role: {refused:?}");
-    let (code, out) = cli(&["tools", "approve", "weather/forecast", "--reason", "reviewed", "--url", &admin_url]);
+    let (code, out) = warden.control(ADMIN, &["tools", "approve", "weather/forecast", "--reason", "reviewed"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("approved weather/forecast (changed)"), "{out}");
     assert!(tool_names(&listing(&warden).await).contains(&"forecast".to_owned()));
