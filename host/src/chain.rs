@@ -256,7 +256,7 @@ impl Chain {
     /// Run `on-call` over the chain. Rewrites are applied to `call.arguments`.
     pub fn on_call(&self, call: &mut Call) -> CallDecision {
         let mut steps = Vec::new();
-        let outcome = match self.run_call(call, &mut steps) {
+        let outcome = match off_runtime(|| self.run_call(call, &mut steps)) {
             Ok(None) => CallOutcome::Allow,
             Ok(Some(approval)) => CallOutcome::Ask(approval),
             Err(rejection) => CallOutcome::Deny(rejection),
@@ -292,7 +292,7 @@ impl Chain {
     /// Run `on-result` over the chain for the result of `call`.
     pub fn on_result(&self, call: &Call, output: String) -> ResultDecision {
         let mut steps = Vec::new();
-        let outcome = match self.run_result(call, output, &mut steps) {
+        let outcome = match off_runtime(|| self.run_result(call, output, &mut steps)) {
             Ok(output) => ResultOutcome::Allow(output),
             Err(rejection) => ResultOutcome::Deny(rejection),
         };
@@ -336,6 +336,15 @@ impl Chain {
     }
 
     fn listing<T: Clone>(
+        &self,
+        hook: Hook,
+        items: &[T],
+        invoke: impl Fn(&Link, &[T]) -> Result<Invocation<Vec<ListVerdict>>, PluginError>,
+    ) -> ListDecision {
+        off_runtime(|| self.run_listing(hook, items, invoke))
+    }
+
+    fn run_listing<T: Clone>(
         &self,
         hook: Hook,
         items: &[T],
@@ -413,6 +422,20 @@ impl StepOutcome {
 }
 
 /// Note a finished invocation on the plugin's span (the current one).
+/// Run a chain's plugins without holding up the async runtime. A hook may
+/// run up to its deadline (100 ms by default, and a chain has several): on a
+/// worker of a multi-threaded tokio runtime, `block_in_place` hands the
+/// worker's other tasks to another thread first, so requests queued behind
+/// this one go on. Elsewhere (a benchmark, `warden policy test`, a
+/// current-thread runtime, where it would panic) `run` runs as is.
+fn off_runtime<R>(run: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => run(),
+    }
+}
+
 fn trace_step(step: &Step) {
     let span = tracing::Span::current();
     span.record("warden.plugin.verdict", step.outcome.verdict());

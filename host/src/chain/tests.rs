@@ -149,3 +149,27 @@ fn plugins_without_a_hook_are_skipped() {
     assert_eq!(decision.outcome, ResultOutcome::Allow("{\"content\":[]}".into()));
     assert!(decision.steps.is_empty());
 }
+
+/// A plugin spinning to its deadline must not hold up the runtime: on a
+/// runtime with one worker, a task spawned while the plugin spins finishes
+/// first. Without `off_runtime` the worker is the spinner's until its
+/// deadline, so the order would be the other way round. Nothing here is
+/// timed; the deadline only has to outlast a trivial task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_spinning_plugin_leaves_the_runtime_to_other_requests() {
+    let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_secs(5), ..Limits::default() };
+    let chain = Chain::new(vec![link_with("spinner", json!({ "behavior": "spin" }), false, limits)]);
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let spinner = done.clone();
+    tokio::spawn(async move {
+        started_tx.send(()).unwrap();
+        let decision = chain.on_call(&mut call(json!({})));
+        assert!(matches!(decision.outcome, CallOutcome::Deny(_)), "the spin ends at its deadline");
+        spinner.send("spinner").unwrap();
+    });
+    started.await.unwrap();
+    tokio::spawn(async move { done.send("other request").unwrap() });
+    assert_eq!(finished.recv().await, Some("other request"));
+    assert_eq!(finished.recv().await, Some("spinner"));
+}
