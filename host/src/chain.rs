@@ -322,29 +322,24 @@ impl Chain {
 
     /// Run `on-list` over the chain. `now_ms` is the request's timestamp.
     pub fn on_list(&self, request: &ListRequest, tools: &[ListedTool], now_ms: u64) -> ListDecision {
-        self.listing(Hook::OnList, tools, |link, visible| {
-            link.plugin.on_list(&link.config_json, request, visible, now_ms)
+        off_runtime(|| {
+            self.listing(Hook::OnList, tools, |link, visible| {
+                link.plugin.on_list(&link.config_json, request, visible, now_ms)
+            })
         })
     }
 
     /// Run on-catalog over a listing of resources, templates or prompts;
     /// the same rules as [`Chain::on_list`].
     pub fn on_catalog(&self, request: &ListRequest, items: &[ListedItem], now_ms: u64) -> ListDecision {
-        self.listing(Hook::OnCatalog, items, |link, visible| {
-            link.plugin.on_catalog(&link.config_json, request, visible, now_ms)
+        off_runtime(|| {
+            self.listing(Hook::OnCatalog, items, |link, visible| {
+                link.plugin.on_catalog(&link.config_json, request, visible, now_ms)
+            })
         })
     }
 
     fn listing<T: Clone>(
-        &self,
-        hook: Hook,
-        items: &[T],
-        invoke: impl Fn(&Link, &[T]) -> Result<Invocation<Vec<ListVerdict>>, PluginError>,
-    ) -> ListDecision {
-        off_runtime(|| self.run_listing(hook, items, invoke))
-    }
-
-    fn run_listing<T: Clone>(
         &self,
         hook: Hook,
         items: &[T],
@@ -421,7 +416,6 @@ impl StepOutcome {
     }
 }
 
-/// Note a finished invocation on the plugin's span (the current one).
 /// Run a chain's plugins without holding up the async runtime. A hook may
 /// run up to its deadline (100 ms by default, and a chain has several): on a
 /// worker of a multi-threaded tokio runtime, `block_in_place` hands the
@@ -436,6 +430,7 @@ fn off_runtime<R>(run: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Note a finished invocation on the plugin's span (the current one).
 fn trace_step(step: &Step) {
     let span = tracing::Span::current();
     span.record("warden.plugin.verdict", step.outcome.verdict());
