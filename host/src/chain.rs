@@ -14,8 +14,15 @@
 //! code `policy-failed`, unless its link is `fail_open`, in which case the
 //! failure is recorded and the plugin counts as having allowed. A plugin an
 //! operator switched off (a kill switch) is not run and counts as failed.
+//!
+//! The gateway runs chains on [`Workers`], threads apart from the async
+//! runtime; the methods here are synchronous and run where they are called.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+mod workers;
+
+pub use workers::Workers;
 
 use crate::engine::{
     Call, CallVerdict, Failure, Hook, Invocation, ListRequest, ListVerdict, ListedItem, ListedTool, Plugin,
@@ -256,7 +263,7 @@ impl Chain {
     /// Run `on-call` over the chain. Rewrites are applied to `call.arguments`.
     pub fn on_call(&self, call: &mut Call) -> CallDecision {
         let mut steps = Vec::new();
-        let outcome = match off_runtime(|| self.run_call(call, &mut steps)) {
+        let outcome = match self.run_call(call, &mut steps) {
             Ok(None) => CallOutcome::Allow,
             Ok(Some(approval)) => CallOutcome::Ask(approval),
             Err(rejection) => CallOutcome::Deny(rejection),
@@ -292,7 +299,7 @@ impl Chain {
     /// Run `on-result` over the chain for the result of `call`.
     pub fn on_result(&self, call: &Call, output: String) -> ResultDecision {
         let mut steps = Vec::new();
-        let outcome = match off_runtime(|| self.run_result(call, output, &mut steps)) {
+        let outcome = match self.run_result(call, output, &mut steps) {
             Ok(output) => ResultOutcome::Allow(output),
             Err(rejection) => ResultOutcome::Deny(rejection),
         };
@@ -322,20 +329,16 @@ impl Chain {
 
     /// Run `on-list` over the chain. `now_ms` is the request's timestamp.
     pub fn on_list(&self, request: &ListRequest, tools: &[ListedTool], now_ms: u64) -> ListDecision {
-        off_runtime(|| {
-            self.listing(Hook::OnList, tools, |link, visible| {
-                link.plugin.on_list(&link.config_json, request, visible, now_ms)
-            })
+        self.listing(Hook::OnList, tools, |link, visible| {
+            link.plugin.on_list(&link.config_json, request, visible, now_ms)
         })
     }
 
     /// Run on-catalog over a listing of resources, templates or prompts;
     /// the same rules as [`Chain::on_list`].
     pub fn on_catalog(&self, request: &ListRequest, items: &[ListedItem], now_ms: u64) -> ListDecision {
-        off_runtime(|| {
-            self.listing(Hook::OnCatalog, items, |link, visible| {
-                link.plugin.on_catalog(&link.config_json, request, visible, now_ms)
-            })
+        self.listing(Hook::OnCatalog, items, |link, visible| {
+            link.plugin.on_catalog(&link.config_json, request, visible, now_ms)
         })
     }
 
@@ -413,20 +416,6 @@ impl StepOutcome {
             Self::Listed { .. } => "list",
             Self::Failed { .. } => "failed",
         }
-    }
-}
-
-/// Run a chain's plugins without holding up the async runtime. A hook may
-/// run up to its deadline (100 ms by default, and a chain has several): on a
-/// worker of a multi-threaded tokio runtime, `block_in_place` hands the
-/// worker's other tasks to another thread first, so requests queued behind
-/// this one go on. Elsewhere (a benchmark, `warden policy test`, a
-/// current-thread runtime, where it would panic) `run` runs as is.
-fn off_runtime<R>(run: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
-        _ => run(),
     }
 }
 

@@ -151,20 +151,22 @@ fn plugins_without_a_hook_are_skipped() {
 }
 
 /// A plugin spinning to its deadline must not hold up the runtime: on a
-/// runtime with one worker, a task spawned while the plugin spins finishes
-/// first. Without `off_runtime` the worker is the spinner's until its
-/// deadline, so the order would be the other way round. Nothing here is
-/// timed; the deadline only has to outlast a trivial task.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+/// runtime with one thread, a task spawned while the plugin spins on a
+/// plugin thread finishes first. Run inline, the spinner would hold the
+/// runtime's only thread until its deadline, so the order would be the other
+/// way round. Nothing here is timed; the deadline only has to outlast a
+/// trivial task.
+#[tokio::test(flavor = "current_thread")]
 async fn a_spinning_plugin_leaves_the_runtime_to_other_requests() {
     let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_secs(5), ..Limits::default() };
     let chain = Chain::new(vec![link_with("spinner", json!({ "behavior": "spin" }), false, limits)]);
+    let workers = Workers::new(1).unwrap();
     let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
-    let (started_tx, started) = tokio::sync::oneshot::channel();
     let spinner = done.clone();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         started_tx.send(()).unwrap();
-        let decision = chain.on_call(&mut call(json!({})));
+        let decision = workers.run(move || chain.on_call(&mut call(json!({})))).await;
         assert!(matches!(decision.outcome, CallOutcome::Deny(_)), "the spin ends at its deadline");
         spinner.send("spinner").unwrap();
     });
@@ -172,4 +174,20 @@ async fn a_spinning_plugin_leaves_the_runtime_to_other_requests() {
     tokio::spawn(async move { done.send("other request").unwrap() });
     assert_eq!(finished.recv().await, Some("other request"));
     assert_eq!(finished.recv().await, Some("spinner"));
+}
+
+/// A job that panics on a plugin thread reaches its caller as a panic, and
+/// the thread goes on serving. (That plugins' spans stay their request's
+/// children across the hand-off is checked on exported traces, in
+/// tests/e2e/tests/telemetry.rs.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_plugin_thread_survives_a_panicking_job() {
+    let workers = Workers::new(1).unwrap();
+    let panicked = tokio::spawn({
+        let workers = workers.clone();
+        async move { workers.run(|| panic!("on purpose")).await }
+    })
+    .await;
+    assert!(panicked.is_err(), "the caller hears of the panic");
+    assert_eq!(workers.run(|| 7).await, 7, "the thread still serves");
 }

@@ -197,6 +197,8 @@ pub struct Gateway {
     next_request: AtomicU64,
     request_prefix: String,
     governance: Governance,
+    /// The threads chain runs go to, so plugins never run on the runtime's.
+    plugin_threads: crate::chain::Workers,
 }
 
 /// Most `input_required` rounds the gateway answers on a legacy client's behalf.
@@ -228,6 +230,7 @@ impl Gateway {
             upstreams.into_iter().map(|(spec, _)| Upstream::start(spec, events.clone())).collect();
         let mut prefix = [0u8; 6];
         getrandom::fill(&mut prefix).expect("the OS provides randomness");
+        let plugin_threads = crate::chain::Workers::for_this_machine().expect("the OS starts the plugin threads");
         let gateway = Arc::new(Self {
             catalog: Catalog::new(settings.naming.clone(), order),
             history: history(&settings, &governance),
@@ -241,6 +244,7 @@ impl Gateway {
             next_request: AtomicU64::new(1),
             request_prefix: URL_SAFE_NO_PAD.encode(prefix),
             governance,
+            plugin_threads,
         });
         let weak = Arc::downgrade(&gateway);
         tokio::spawn(async move {
@@ -1054,7 +1058,7 @@ impl Gateway {
         };
         // One snapshot of the chain for on-call and on-result: a reload never
         // splits a call across chain versions.
-        let (live, call, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history)?;
+        let (live, call, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history).await?;
         if let Some(asked) = asked
             && let Some(round) = self.seek_approval(cx, caller, &call, &live, asked, method, &mut params).await?
         {
@@ -1124,7 +1128,8 @@ impl Gateway {
         let mut result = match live.chain.runs(Hook::OnResult) {
             false => result,
             true => {
-                let decision = live.chain.on_result(&call, result.to_string());
+                let (chain, output) = (Arc::clone(&live), result.to_string());
+                let decision = self.plugin_threads.run(move || chain.chain.on_result(&call, output)).await;
                 cx.steps(&decision.steps);
                 let rewrote = decision.rewrote();
                 match decision.outcome {
@@ -1158,7 +1163,7 @@ impl Gateway {
         self.check_switches(&target)?;
         let history =
             self.history.recent(&caller.history_key()).await.map_err(|e| GatewayError::StateUnavailable(e.0))?;
-        let (_, _, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history)?;
+        let (_, _, rewrote, asked) = self.decide_call(cx, caller, target, &arguments, history).await?;
         if let Some(asked) = asked {
             return Err(GatewayError::ApprovalRequired(asked));
         }
@@ -1173,7 +1178,7 @@ impl Gateway {
     /// the call as the chain left it, whether a plugin rewrote the
     /// arguments, and the question if a plugin asked for approval; or the
     /// refusal.
-    fn decide_call(
+    async fn decide_call(
         &self,
         cx: &mut RequestContext,
         caller: &Caller,
@@ -1186,7 +1191,14 @@ impl Gateway {
         cx.arguments(arguments);
         cx.chain(&live);
         let mut call = call_record(caller, cx.id.clone(), target, arguments, history);
-        let decision = live.chain.on_call(&mut call);
+        let chain = Arc::clone(&live);
+        let (call, decision) = self
+            .plugin_threads
+            .run(move || {
+                let decision = chain.chain.on_call(&mut call);
+                (call, decision)
+            })
+            .await;
         cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
         let asked = match decision.outcome {
