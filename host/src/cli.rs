@@ -429,7 +429,7 @@ struct PolicyTestArgs {
     #[arg(long, value_name = "FILE")]
     chain: Option<PathBuf>,
     /// A call file (JSON): who calls what, with which arguments and history.
-    #[arg(long, value_name = "FILE", required_unless_present = "list", conflicts_with = "list")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["list", "vectors"], conflicts_with = "list")]
     call: Option<PathBuf>,
     /// An MCP result file (JSON) to run through on-result after the call is allowed.
     #[arg(long, value_name = "FILE", requires = "call")]
@@ -437,6 +437,10 @@ struct PolicyTestArgs {
     /// A listing file (JSON) to run through on-list.
     #[arg(long, value_name = "FILE")]
     list: Option<PathBuf>,
+    /// A folder of test vectors (`*.json`: config, call or listing, expected
+    /// verdict) to run against --plugin; exits 0 only if every one passes.
+    #[arg(long, value_name = "DIR", requires = "plugin", conflicts_with_all = ["call", "list", "plugin_config"])]
+    vectors: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -1078,6 +1082,7 @@ fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<u8> {
     let engine = engine()?;
     let chain = match (&args.chain, &args.plugin) {
         (Some(file), _) => config::chain::load(&engine, file, &Trust::default())?,
+        (None, Some(source)) if args.vectors.is_some() => return run_vectors(&engine, source, args),
         (None, Some(source)) => single_plugin(&engine, source, args)?,
         (None, None) => bail!("give --plugin or --chain"),
     };
@@ -1097,7 +1102,46 @@ fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<u8> {
     Ok(report.verdict.exit_code())
 }
 
-fn single_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow::Result<Chain> {
+/// `policy test --vectors`: every vector in the folder against one plugin.
+fn run_vectors(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow::Result<u8> {
+    let dir = args.vectors.as_deref().expect("called with --vectors");
+    let files = policy_test::vectors::files(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if files.is_empty() {
+        bail!("{} holds no test vectors (*.json)", dir.display());
+    }
+    let plugin = load_plugin(engine, source, args)?;
+    let mut outcomes = Vec::new();
+    for file in &files {
+        outcomes.push(policy_test::vectors::run(&plugin, file).map_err(anyhow::Error::msg)?);
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    if args.json {
+        let report: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "vector": o.name, "about": o.about, "passed": o.passed(),
+                    "mismatches": o.mismatches, "fuel": o.fuel, "micros": o.micros,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for o in &outcomes {
+            let status = if o.passed() { "ok  " } else { "FAIL" };
+            println!("{status} {:<40} fuel {:>10}  {:>8.3} ms  {}", o.name, o.fuel, o.micros as f64 / 1000.0, o.about);
+            for mismatch in &o.mismatches {
+                println!("       {mismatch}");
+            }
+        }
+        println!("{} passed, {failed} failed", outcomes.len() - failed);
+    }
+    Ok(u8::from(failed > 0))
+}
+
+/// Compile the plugin `source` names (a file or `builtin:<name>`) under the
+/// limits the command line gives, or the defaults.
+fn load_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow::Result<crate::engine::Plugin> {
     let (name, bytes) = match source.strip_prefix("builtin:") {
         Some(name) => {
             let bytes = crate::builtin::bytes(name).with_context(|| format!("no builtin plugin {name:?}"))?;
@@ -1117,11 +1161,15 @@ fn single_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow
         memory_bytes: args.memory_mib.map(|m| m << 20).unwrap_or(defaults.memory_bytes),
         ..defaults
     };
+    Ok(engine.load(&name, &bytes, limits)?)
+}
+
+fn single_plugin(engine: &Engine, source: &str, args: &PolicyTestArgs) -> anyhow::Result<Chain> {
     let config_json = match &args.plugin_config {
         Some(path) => read_json(path)?.to_string(),
         None => "{}".to_owned(),
     };
-    let plugin = engine.load(&name, &bytes, limits)?;
+    let plugin = load_plugin(engine, source, args)?;
     if let Err(e) = plugin.validate_config(&config_json) {
         let mut problems = config::Problems::new(args.plugin_config.clone().unwrap_or_else(|| "<empty config>".into()));
         problems.push("", e);

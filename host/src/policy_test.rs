@@ -23,6 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub mod vectors;
+
 use crate::{
     chain::{CallOutcome, Chain, ResultOutcome, Step, StepOutcome, Visibility},
     engine::{Call, ListRequest, ListedTool, PastCall, Principal, Target, TargetKind, ToolAnnotations},

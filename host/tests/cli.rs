@@ -218,3 +218,48 @@ fn pack_commands_refuse_what_is_not_a_pack_or_a_key() {
     assert!(String::from_utf8_lossy(&not_a_key.stderr).contains("vendor.key is not a minisign public key"));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `policy test --vectors` on one plugin: exit code and the text it printed.
+fn vectors(plugin: &str, dir: &Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .current_dir(root())
+        .args(["policy", "test", "--plugin", plugin, "--vectors", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap(), text)
+}
+
+#[test]
+fn every_reference_policy_passes_its_vectors() {
+    for plugin in ["rbac", "chain-detect", "tenant-filter", "injection-sanitizer"] {
+        let dir = root().join("plugins").join(plugin).join("vectors");
+        let count = fs::read_dir(&dir).unwrap().count();
+        let (code, text) = vectors(&format!("builtin:{plugin}"), &dir);
+        assert_eq!(code, 0, "{plugin}:\n{text}");
+        assert!(text.ends_with(&format!("{count} passed, 0 failed\n")), "{plugin}:\n{text}");
+    }
+}
+
+#[test]
+fn a_vector_the_plugin_disagrees_with_fails_the_run_and_says_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = fs::read_to_string(root().join("examples/policy-test/analyst-write.call.json")).unwrap();
+    let vector = format!(
+        r#"{{ "about": "wrongly expects the write to pass",
+             "config": {{ "default": "deny", "roles": {{ "analyst": {{ "allow": ["demo/query_*"] }} }} }},
+             "call": {write}, "expect": {{ "verdict": "allow" }} }}"#
+    );
+    fs::write(dir.path().join("wrong.json"), vector).unwrap();
+    let (code, text) = vectors("builtin:rbac", dir.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL wrong.json"), "{text}");
+    assert!(text.contains(r#"verdict: expected "allow", got "deny""#), "{text}");
+    assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
+
+    // A file that is not a vector cannot be judged: the run stops (exit 2).
+    fs::write(dir.path().join("wrong.json"), r#"{ "about": "no expectation", "call": {} }"#).unwrap();
+    let (code, text) = vectors("builtin:rbac", dir.path());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("wrong.json is not a test vector"), "{text}");
+}
