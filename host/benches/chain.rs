@@ -173,3 +173,52 @@ fn on_result_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) 
         assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
     });
 }
+
+/// A policy built by `cargo xtask peers` from `plugins/python` or
+/// `plugins/javascript` (under `WARDEN_PEERS`, default `target/peers`).
+fn foreign(name: &str, config: Value) -> Chain {
+    let peers = std::env::var_os("WARDEN_PEERS").map(Into::into).unwrap_or_else(|| root().join("target/peers"));
+    let file = peers.join("plugins").join(format!("{name}.wasm"));
+    let bytes =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; `cargo xtask peers` builds it", file.display()));
+    let plugin = engine().load(name, &bytes, Default::default()).unwrap();
+    let config_json = config.to_string();
+    plugin.validate_config(&config_json).unwrap();
+    Chain::new(vec![warden::chain::Link { plugin, config_json, fail_open: false, source: name.into(), pack: None }])
+}
+
+/// One hook call, instantiation included, by the language a policy is
+/// written in, on 1 KiB: on-call by rbac (Rust) and the argument allow-list
+/// (JavaScript, componentize-js); on-result by tenant-filter (Rust) and the
+/// PII redactor (Python, componentize-py).
+#[divan::bench(args = ["rust on-call", "javascript on-call", "rust on-result", "python on-result"])]
+fn per_language(bencher: divan::Bencher, policy: &str) {
+    let pick = |hook| {
+        let link = quickstart().links().iter().find(|l| l.plugin.hooks().has(hook)).unwrap().clone();
+        Chain::new(vec![link])
+    };
+    let chain = match policy {
+        "rust on-call" => pick(warden::engine::Hook::OnCall),
+        "rust on-result" => pick(warden::engine::Hook::OnResult),
+        "javascript on-call" => foreign(
+            "argument_allowlist",
+            json!({"tools": {"demo/query_analytics_db": {"query": {"pattern": "^SELECT "}, "comment": {"maxLength": 4096}}}}),
+        ),
+        "python on-result" => foreign("pii_redactor", json!({})),
+        _ => unreachable!(),
+    };
+    if policy.ends_with("on-call") {
+        let template = call(1024);
+        bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
+            let decision = chain.on_call(&mut call);
+            assert_eq!(decision.outcome, CallOutcome::Allow);
+        });
+    } else {
+        let call = call(256);
+        let output = result(1024);
+        bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
+            let decision = chain.on_result(&call, output);
+            assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
+        });
+    }
+}

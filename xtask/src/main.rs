@@ -8,7 +8,8 @@
 //!   the MCP Inspector CLI, npm and PyPI servers, the official conformance
 //!   suite, `redis-server` and `haproxy`), which it installs first: the npm
 //!   and PyPI ones under `target/peers`, the Debian ones with apt-get.
-//! - `cargo xtask peers` — only install the test peers.
+//! - `cargo xtask peers` — only install the test peers, and build the
+//!   policies written in Python and JavaScript with them.
 //! - `cargo xtask bench` — the benchmarks (see bench/README.md).
 //!
 //! Each step installs what it needs (the `wasm32-wasip2` target, the peers)
@@ -25,12 +26,51 @@ const CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.2.0-alpha.12";
 /// npm packages the end-to-end tests run, pinned.
 const NPM_PEERS: [&str; 2] =
     ["@modelcontextprotocol/inspector@2.12.0", "@modelcontextprotocol/server-everything@2026.8.31"];
+/// The JavaScript policies' componentizer, pinned. Installed in a folder of
+/// its own: beside the Inspector, npm resolves its dependencies wrongly.
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 /// Debian packages the end-to-end tests run (a real Redis for shared limits,
 /// a real load balancer in front of several gateways): (binary, package).
 const DEBIAN_PACKAGES: [(&str, &str); 2] = [("redis-server", "redis-server"), ("haproxy", "haproxy")];
 /// PyPI packages the end-to-end tests run, pinned.
-/// (kubernetes-validate checks deploy/kubernetes offline against the API's schemas.)
-const PYPI_PEERS: [&str; 3] = ["mcp==2.3.0", "mcp-server-time==2026.10.19", "kubernetes-validate==1.37.0"];
+/// (kubernetes-validate checks deploy/kubernetes offline against the API's
+/// schemas; componentize-py builds the Python policies.)
+const PYPI_PEERS: [&str; 4] =
+    ["mcp==2.3.0", "mcp-server-time==2026.10.19", "kubernetes-validate==1.37.0", "componentize-py==0.25.1"];
+
+/// A policy written in a language other than Rust, built from source into
+/// `<peers>/plugins/<name>.wasm` by that language's componentizer.
+struct ForeignPlugin {
+    /// The component's file name, without `.wasm`.
+    name: &'static str,
+    /// Its source folder under `plugins/`.
+    dir: &'static str,
+    /// The world of wit/ it is built for.
+    world: &'static str,
+    language: Language,
+}
+
+enum Language {
+    /// componentize-py; the module to wrap.
+    Python { module: &'static str },
+    /// componentize-js; the source file.
+    JavaScript { source: &'static str },
+}
+
+const FOREIGN_PLUGINS: [ForeignPlugin; 2] = [
+    ForeignPlugin {
+        name: "pii_redactor",
+        dir: "plugins/python/pii-redactor",
+        world: "result-policy",
+        language: Language::Python { module: "pii_redactor" },
+    },
+    ForeignPlugin {
+        name: "argument_allowlist",
+        dir: "plugins/javascript/argument-allowlist",
+        world: "call-policy",
+        language: Language::JavaScript { source: "policy.js" },
+    },
+];
 
 fn main() -> ExitCode {
     let task = env::args().nth(1).unwrap_or_default();
@@ -166,7 +206,9 @@ fn peers() -> Result<PathBuf, String> {
     let path =
         env::join_paths(std::iter::once(node_bin).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-    for (dir, packages) in [("conformance", vec![CONFORMANCE]), ("npm", NPM_PEERS.to_vec())] {
+    for (dir, packages) in
+        [("conformance", vec![CONFORMANCE]), ("npm", NPM_PEERS.to_vec()), ("componentize-js", vec![COMPONENTIZE_JS])]
+    {
         let stamp = peers.join(format!("{dir}.done"));
         if std::fs::read_to_string(&stamp).unwrap_or_default() != packages.join(" ") {
             run(Command::new("npm")
@@ -177,7 +219,64 @@ fn peers() -> Result<PathBuf, String> {
             std::fs::write(&stamp, packages.join(" ")).map_err(|e| e.to_string())?;
         }
     }
+    foreign_plugins(&peers)?;
     Ok(peers)
+}
+
+/// Build the Python and JavaScript policies with the componentizers just
+/// installed. Each takes 10-20 s, so a build is skipped when a stamp beside
+/// the component says it was made from the same sources, contract and tools.
+fn foreign_plugins(peers: &Path) -> Result<(), String> {
+    let out = peers.join("plugins");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    for plugin in FOREIGN_PLUGINS {
+        let component = out.join(format!("{}.wasm", plugin.name));
+        let stamp = out.join(format!("{}.sources", plugin.name));
+        let sources = source_digest(plugin.dir)?;
+        if component.exists() && std::fs::read_to_string(&stamp).unwrap_or_default() == sources {
+            continue;
+        }
+        let mut command = match plugin.language {
+            Language::Python { module } => {
+                let mut command = Command::new(peers.join("venv/bin/componentize-py"));
+                command
+                    .args(["--quiet", "-d", "wit", "-w", plugin.world, "componentize", module, "-p", plugin.dir, "-o"])
+                    .arg(&component);
+                command
+            }
+            Language::JavaScript { source } => {
+                let mut command = Command::new(peers.join("componentize-js/node_modules/.bin/componentize-js"));
+                // Every WASI feature off: the component imports only the contract.
+                command
+                    .arg(Path::new(plugin.dir).join(source))
+                    .args(["--wit", "wit", "-n", plugin.world, "-d", "stdio", "random", "clocks", "http"])
+                    .args(["fetch-event", "-o"])
+                    .arg(&component);
+                command
+            }
+        };
+        run(&mut command)?;
+        std::fs::write(&stamp, sources).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A digest of what a foreign plugin is built from: its folder's files (the
+/// vectors aside), the contract and the pinned toolchains. Not
+/// cryptographic: it only decides whether to rebuild.
+fn source_digest(dir: &str) -> Result<String, String> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut files = vec![root().join("wit/policy.wit")];
+    let entries = std::fs::read_dir(root().join(dir)).map_err(|e| format!("cannot read {dir}: {e}"))?;
+    files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()));
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    (PYPI_PEERS, COMPONENTIZE_JS).hash(&mut hasher);
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?.hash(&mut hasher);
+    }
+    Ok(format!("{:016x}", hasher.finish()))
 }
 
 fn test() -> Result<(), String> {
@@ -192,15 +291,16 @@ fn test() -> Result<(), String> {
     // test profile (their speed is measured by `cargo xtask bench`, not here).
     // `--workspace`, not `-p warden`: the same feature set as the builds above,
     // so no dependency is compiled a second time.
-    run(cargo().args(["test", "--workspace", "--benches"]))
+    run(cargo().args(["test", "--workspace", "--benches"]).env("WARDEN_PEERS", &peers))
 }
 
 /// The chain microbenchmark (divan), then the gateway overhead load test;
 /// both write their tables to stdout (bench/README.md records them).
 fn bench() -> Result<(), String> {
     wasm_target()?;
-    system_packages()?;
-    run(cargo().args(["bench", "-p", "warden", "--bench", "chain", "--bench", "limits"]))?;
+    // The chain bench measures the Python and JavaScript policies too.
+    let peers = peers()?;
+    run(cargo().args(["bench", "-p", "warden", "--bench", "chain", "--bench", "limits"]).env("WARDEN_PEERS", &peers))?;
     run(cargo().args(["build", "--release", "-p", "warden", "-p", "warden-bench"]))?;
     let extra: Vec<String> = env::args().skip(2).collect();
     run(Command::new(target_dir().join("release/warden-bench")).arg("run").args(extra))
