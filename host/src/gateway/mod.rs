@@ -1191,14 +1191,22 @@ impl Gateway {
         cx.arguments(arguments);
         cx.chain(&live);
         let mut call = call_record(caller, cx.id.clone(), target, arguments, history);
-        let chain = Arc::clone(&live);
-        let (call, decision) = self
-            .plugin_threads
-            .run(move || {
-                let decision = chain.chain.on_call(&mut call);
+        // A chain without on-call plugins decides nothing: no hand-off.
+        let (call, decision) = match live.chain.runs(Hook::OnCall) {
+            false => {
+                let decision = live.chain.on_call(&mut call);
                 (call, decision)
-            })
-            .await;
+            }
+            true => {
+                let chain = Arc::clone(&live);
+                self.plugin_threads
+                    .run(move || {
+                        let decision = chain.chain.on_call(&mut call);
+                        (call, decision)
+                    })
+                    .await
+            }
+        };
         cx.steps(&decision.steps);
         let rewrote = decision.rewrote();
         let asked = match decision.outcome {
