@@ -14,6 +14,9 @@
 //!
 //! `warden-bench echo --port N` runs the echo upstream alone.
 //!
+//! `warden-bench neighbour [--seconds S]` measures what a caller whose calls
+//! make a plugin spin to its deadline costs the others (see [`neighbour`]).
+//!
 //! `warden-bench soak [--seconds S]` runs mixed traffic against one gateway
 //! for S seconds (default 600) and reports errors, resident memory and open
 //! file descriptors over time (see [`soak`]).
@@ -76,6 +79,12 @@ async fn main() {
             };
             run(settings).await;
         }
+        Some("neighbour") => {
+            let seconds = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
+            let rate = flag("--rate").and_then(|s| s.parse().ok()).unwrap_or(500);
+            let warden = flag("--warden").map(PathBuf::from).unwrap_or_else(default_warden);
+            neighbour::run(&warden, seconds, rate).await;
+        }
         Some("soak") => {
             let seconds = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(600);
             let warden = flag("--warden").map(PathBuf::from).unwrap_or_else(default_warden);
@@ -86,13 +95,14 @@ async fn main() {
         _ => {
             eprintln!(
                 "usage: warden-bench run [--seconds S] [--connections C] [--rate R] [--warden PATH] | echo [--port N] \
-                 | soak [--seconds S] [--warden PATH]"
+                 | neighbour [--seconds S] [--rate R] [--warden PATH] | soak [--seconds S] [--warden PATH]"
             );
             std::process::exit(2);
         }
     }
 }
 
+mod neighbour;
 mod soak;
 
 // ---------------------------------------------------------------- upstream
@@ -340,6 +350,15 @@ impl Connection {
 
     /// One call; `Err` describes a wrong answer.
     async fn call(&mut self, arguments: &Value) -> Result<(), String> {
+        let reply = self.send(arguments).await?;
+        if reply["result"]["isError"] != json!(false) {
+            return Err(format!("not a result: {reply}"));
+        }
+        Ok(())
+    }
+
+    /// One call; its JSON-RPC answer, or why there was none with its id.
+    async fn send(&mut self, arguments: &Value) -> Result<Value, String> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let body = json!({
             "jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -367,10 +386,10 @@ impl Connection {
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         let reply: Value = serde_json::from_slice(&bytes).map_err(|e| format!("HTTP {status}: not JSON: {e}"))?;
-        if reply["id"] != json!(id) || reply["result"]["isError"] != json!(false) {
+        if reply["id"] != json!(id) {
             return Err(format!("HTTP {status}: {reply}"));
         }
-        Ok(())
+        Ok(reply)
     }
 }
 

@@ -303,5 +303,6 @@ fn bench() -> Result<(), String> {
     run(cargo().args(["bench", "-p", "warden", "--bench", "chain", "--bench", "limits"]).env("WARDEN_PEERS", &peers))?;
     run(cargo().args(["build", "--release", "-p", "warden", "-p", "warden-bench"]))?;
     let extra: Vec<String> = env::args().skip(2).collect();
-    run(Command::new(target_dir().join("release/warden-bench")).arg("run").args(extra))
+    run(Command::new(target_dir().join("release/warden-bench")).arg("run").args(&extra))?;
+    run(Command::new(target_dir().join("release/warden-bench")).arg("neighbour").args(&extra))
 }
