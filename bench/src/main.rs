@@ -491,6 +491,15 @@ async fn run(settings: Settings) {
 
     let chain = repo_root().join("policies/quickstart.toml");
     let full = start_gateway(&settings.warden, upstream, Some(&chain), &dir, "full-chain").await;
+    let unmetered = start_gateway_with(
+        &settings.warden,
+        upstream,
+        Some(&chain),
+        &dir,
+        "full-chain-no-fuel",
+        "\n[engine]\nfuel = false\n",
+    )
+    .await;
     let empty = start_gateway(&settings.warden, upstream, None, &dir, "no-policies").await;
     let audit = |name: &str, fsync: &str| {
         format!("\n[audit]\nfile = \"{}\"\nfsync = \"{fsync}\"\n", dir.join(name).join("warden.jsonl").display())
@@ -522,7 +531,7 @@ async fn run(settings: Settings) {
     let one = Balancer::start(&dir, "one", &[limited_redis.addr]).await;
     let three = Balancer::start(&dir, "three", &replicas.iter().map(|g| g.addr).collect::<Vec<_>>()).await;
     let pid = |g: &Gateway| g.child.id();
-    let targets: [(&str, SocketAddr, bool, Option<u32>); 10] = [
+    let targets: [(&str, SocketAddr, bool, Option<u32>); 11] = [
         ("upstream directly", upstream, false, None),
         ("warden, no policies", empty.addr, true, pid(&empty)),
         ("warden, no policies, audit (fsync every 1 s)", interval.addr, true, pid(&interval)),
@@ -533,6 +542,7 @@ async fn run(settings: Settings) {
         ("haproxy → 1 warden, limit + quota on Redis", one.addr, true, None),
         ("haproxy → 3 wardens, limit + quota on Redis", three.addr, true, None),
         ("warden, quick-start chain (4 policies)", full.addr, true, pid(&full)),
+        ("warden, quick-start chain, fuel not metered", unmetered.addr, true, pid(&unmetered)),
     ];
 
     // Warm up every target (connections, caches, plugin slots).
@@ -596,6 +606,6 @@ async fn run(settings: Settings) {
             r[8]
         );
     }
-    drop((full, empty, interval, record, traced));
+    drop((full, unmetered, empty, interval, record, traced));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -151,6 +151,33 @@ fn quickstart_on_result(bencher: divan::Bencher, bytes: usize) {
     });
 }
 
+/// The quick-start chain's on-call and on-result on an engine that does
+/// not meter fuel (`[engine] fuel = false`): what the metering costs.
+#[divan::bench(args = ["on-call 1024", "on-result 1024", "on-result 65536"])]
+fn quickstart_without_fuel(bencher: divan::Bencher, case: &str) {
+    static CHAIN: OnceLock<Chain> = OnceLock::new();
+    let chain = CHAIN.get_or_init(|| {
+        let engine = Engine::new(&EngineSettings { fuel: false, ..EngineSettings::default() }).unwrap();
+        config::chain::load(&engine, &root().join("policies/quickstart.toml"), &Default::default()).unwrap()
+    });
+    let (hook, bytes) = case.split_once(' ').unwrap();
+    let bytes: usize = bytes.parse().unwrap();
+    if hook == "on-call" {
+        let template = call(bytes);
+        bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
+            let decision = chain.on_call(&mut call);
+            assert_eq!(decision.outcome, CallOutcome::Allow);
+        });
+    } else {
+        let call = call(256);
+        let output = result(bytes);
+        bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
+            let decision = chain.on_result(&call, output);
+            assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
+        });
+    }
+}
+
 /// On-call chains of 1, 4 and 8 plugins.
 #[divan::bench(args = [1, 4, 8], consts = SIZES)]
 fn on_call_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) {

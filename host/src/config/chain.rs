@@ -4,7 +4,7 @@
 //! ```toml
 //! # Defaults for every plugin below (each field optional).
 //! [limits]
-//! fuel = 200_000_000      # instructions per hook call, instantiation included
+//! fuel = 200_000_000      # instructions per hook call, instantiation included ([engine] fuel = true)
 //! deadline_ms = 100       # wall-clock time per hook call
 //! memory_mib = 64         # linear memory per instance
 //! max_output_kib = 16384  # largest rewrite a plugin may return

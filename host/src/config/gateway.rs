@@ -49,6 +49,7 @@
 //! max_memory_mib = 1024
 //! cache = true                  # keep compiled plugins between runs (wasmtime's cache)
 //! cache_dir = "/var/cache/warden"   # default: $XDG_CACHE_HOME/warden/compiled or ~/.cache/…
+//! fuel = true                   # meter fuel (false: deadline and memory only, ~10-20% faster)
 //!
 //! [anonymous]                   # requests without credentials (loopback only)
 //! subject = "local-dev"
@@ -332,6 +333,7 @@ pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
                 max_instances: t.get("max_instances", &mut problems).unwrap_or(defaults.max_instances),
                 max_memory_mib: t.get("max_memory_mib", &mut problems).unwrap_or(defaults.max_memory_mib),
                 cache,
+                fuel: t.get("fuel", &mut problems).unwrap_or(defaults.fuel),
             };
             t.finish(&mut problems);
             settings

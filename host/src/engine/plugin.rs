@@ -85,7 +85,8 @@ impl Hooks {
 pub struct Invocation<T> {
     /// What the hook returned (already checked for shape and size).
     pub value: T,
-    /// Fuel consumed, instantiation included.
+    /// Fuel consumed, instantiation included (0 when the engine does not
+    /// meter fuel).
     pub fuel_used: u64,
     /// Wall-clock time, instantiation included.
     pub elapsed: Duration,
@@ -333,7 +334,10 @@ impl Plugin {
         let state = StoreState::new(self.inner.name.clone(), request_id.to_owned(), limits.memory_bytes, now_ms);
         let mut store = Store::new(&self.inner.engine.inner.wasmtime, state);
         store.limiter(|state| state.limiter());
-        store.set_fuel(limits.fuel).expect("fuel metering is enabled on the engine");
+        let metered = self.inner.engine.settings().fuel;
+        if metered {
+            store.set_fuel(limits.fuel).expect("fuel metering is enabled on the engine");
+        }
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         store.epoch_deadline_trap();
 
@@ -341,7 +345,7 @@ impl Plugin {
             Ok(instance) => body(&mut store, &instance).map_err(|e| self.classify(&store, e, false)),
             Err(e) => Err(self.classify(&store, e, true)),
         };
-        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
+        let fuel_used = if metered { limits.fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let elapsed = started.elapsed();
         match result {
             Ok(value) => Ok(Invocation { value, fuel_used, elapsed }),

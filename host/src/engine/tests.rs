@@ -154,6 +154,22 @@ fn a_slow_loop_passes_its_deadline() {
     still_serves(&plugin);
 }
 
+/// Without fuel metering a plugin is bounded by its deadline alone: a tiny
+/// fuel limit is not enforced, a spin still ends at the deadline, and
+/// calls report no fuel.
+#[test]
+fn without_fuel_metering_the_deadline_still_bounds_a_plugin() {
+    let settings = EngineSettings { fuel: false, cache: CompileCache::Off, ..EngineSettings::default() };
+    let engine = Engine::new(&settings).unwrap();
+    let limits = Limits { fuel: 1, deadline: Duration::from_millis(20), ..Limits::default() };
+    let plugin = engine.load("hostile", hostile_bytes(), limits).unwrap();
+    let err = on_call_failure(&plugin, "spin");
+    assert_eq!(err.failure, Failure::Deadline { limit: Duration::from_millis(20) });
+    let allowed = plugin.on_call(&behave("allow"), &call(json!({}))).unwrap();
+    assert_eq!(allowed.value, CallVerdict::Allow);
+    assert_eq!(allowed.fuel_used, 0);
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_limit() {
     let plugin = hostile(Limits { memory_bytes: 16 << 20, ..Limits::default() });

@@ -209,21 +209,21 @@ fn the_trust_policy_and_compile_cache_load_and_their_problems_are_reported() {
 
     let good = format!(
         "{head}require_signed = true\ntrusted_keys = [\"acme.pub\"]\nrevoked_packs = [\"sha256:{digest}\"]\n\
-         [engine]\ncache_dir = \"compiled\"\n"
+         [engine]\ncache_dir = \"compiled\"\nfuel = false\n"
     );
     let config = parse(&good, &dir.join("warden.toml")).unwrap();
+    assert!(!config.engine.fuel);
     assert!(config.trust.require_signed);
     assert_eq!(config.trust.keys[0].id, key.key_id);
     assert_eq!(config.trust.revoked_packs.iter().next().unwrap(), &digest.to_ascii_lowercase());
     assert_eq!(config.engine.cache, CompileCache::Dir(dir.join("compiled")));
-    assert_eq!(
-        parse_str(&format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n")).unwrap().engine.cache,
-        CompileCache::User
-    );
+    let defaults = parse_str(&format!("[[api_key]]\nsubject = \"ci\"\nsha256 = \"{KEY}\"\n")).unwrap().engine;
+    assert_eq!(defaults.cache, CompileCache::User);
+    assert!(defaults.fuel, "fuel is metered unless turned off");
 
     let bad = format!(
         "{head}require_signed = true\ntrusted_keys = [\"acme.pub\", \"missing.pub\", \"chain.toml\"]\n\
-         revoked_keys = [\"abc\", \"{}\"]\nrevoked_packs = [\"md5:x\"]\n[engine]\ncache = false\ncache_dir = \"x\"\n",
+         revoked_keys = [\"abc\", \"{}\"]\nrevoked_packs = [\"md5:x\"]\n[engine]\ncache = false\ncache_dir = \"x\"\nfuel = \"off\"\n",
         key.key_id.to_ascii_lowercase()
     );
     let found = messages(parse(&bad, &dir.join("warden.toml")).unwrap_err());
@@ -234,6 +234,7 @@ fn the_trust_policy_and_compile_cache_load_and_their_problems_are_reported() {
         "policy.revoked_packs: \"md5:x\" is not a pack digest",
         "policy.trusted_keys: require_signed is on but no key is trusted (and not revoked)",
         "engine.cache_dir: is set but cache = false",
+        "engine.fuel: ",
     ];
     assert_eq!(found.len(), expected.len(), "{found:#?}");
     for (found, expected) in found.iter().zip(expected) {
