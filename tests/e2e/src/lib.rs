@@ -426,6 +426,18 @@ impl Warden {
         headers.extend_from_slice(extra);
         self.post(&headers, &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await
     }
+
+    /// A stateless `tools/call` of `tool` with `arguments`: the result, or
+    /// the JSON-RPC error.
+    pub async fn call_tool(&self, id: u64, tool: &str, arguments: Value) -> Result<Value, Value> {
+        let reply = self.modern(&[], id, "tools/call", json!({"name": tool, "arguments": arguments})).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let message = reply.json();
+        match message.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(message["result"].clone()),
+        }
+    }
 }
 
 impl Drop for Warden {

@@ -61,13 +61,7 @@ max_concurrency = 16
 
 /// A stateless `tools/call echo` with these arguments: the result, or the error.
 async fn echo(warden: &Warden, id: u64, arguments: Value) -> Result<Value, Value> {
-    let reply = warden.modern(&[], id, "tools/call", json!({"name": "echo", "arguments": arguments})).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let message = reply.json();
-    match message.get("error") {
-        Some(error) => Err(error.clone()),
-        None => Ok(message["result"].clone()),
-    }
+    warden.call_tool(id, "echo", arguments).await
 }
 
 fn echoed(result: &Value) -> Value {

@@ -34,17 +34,6 @@ fn python_and_javascript_policies_pass_their_vectors() {
     }
 }
 
-/// A stateless `tools/call echo`: the result, or the error.
-async fn echo(warden: &Warden, id: u64, arguments: Value) -> Result<Value, Value> {
-    let reply = warden.modern(&[], id, "tools/call", json!({"name": "echo", "arguments": arguments})).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let message = reply.json();
-    match message.get("error") {
-        Some(error) => Err(error.clone()),
-        None => Ok(message["result"].clone()),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_policies_guard_a_running_gateway() {
     let dir = Scratch::new("polyglot");
@@ -89,17 +78,18 @@ args = ["{{root}}/tests/e2e/fakes/stdio_server.py"]
 
     // The JavaScript policy lets the call through; the Python one redacts
     // what the upstream echoed before the client sees it.
-    let result = echo(&warden, 1, json!({"text": "write to ada@example.com or +1 555-123-4567"})).await.unwrap();
+    let result =
+        warden.call_tool(1, "echo", json!({"text": "write to ada@example.com or +1 555-123-4567"})).await.unwrap();
     let echoed: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(echoed, json!({"text": "write to [email redacted] or [phone redacted]"}), "{result}");
 
     // An argument the allow-list does not name never reaches the upstream.
-    let error = echo(&warden, 2, json!({"text": "hi", "behavior": "spin"})).await.unwrap_err();
+    let error = warden.call_tool(2, "echo", json!({"text": "hi", "behavior": "spin"})).await.unwrap_err();
     assert_eq!(error["code"], -32010, "{error}");
     assert_eq!(error["data"]["plugin"], "argument-allowlist", "{error}");
     assert_eq!(error["data"]["code"], "argument-not-allowed", "{error}");
     assert_eq!(error["data"]["reason"], r#"argument "behavior" is not allowed for echo/echo"#, "{error}");
     // A tool the allow-list does not name is refused (default = "deny").
-    let reply = warden.modern(&[], 3, "tools/call", json!({"name": "env", "arguments": {}})).await;
-    assert_eq!(reply.json()["error"]["data"]["code"], "argument-not-allowed", "{reply:?}");
+    let error = warden.call_tool(3, "env", json!({})).await.unwrap_err();
+    assert_eq!(error["data"]["code"], "argument-not-allowed", "{error}");
 }
