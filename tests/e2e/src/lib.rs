@@ -440,6 +440,20 @@ impl Warden {
     }
 }
 
+/// A gateway whose policy chain is `chain` (a chain file's text, written to
+/// `dir`), in front of the stdio fault server (`tests/e2e/fakes`) as the
+/// upstream `echo`; anonymous callers are `subject`. `upstream` is added to
+/// the upstream's table.
+pub fn echo_gateway(dir: &Scratch, subject: &str, chain: &str, upstream: &str) -> Warden {
+    let file = dir.path().join("chain.toml");
+    std::fs::write(&file, chain).unwrap();
+    Warden::start(&format!(
+        "[anonymous]\nsubject = \"{subject}\"\n\n[policy]\nchain = \"{}\"\n\n[[upstream]]\nname = \"echo\"\n\
+         command = \"python3\"\nargs = [\"{{root}}/tests/e2e/fakes/stdio_server.py\"]\n{upstream}",
+        file.display()
+    ))
+}
+
 impl Drop for Warden {
     fn drop(&mut self) {
         let _ = self.child.kill();

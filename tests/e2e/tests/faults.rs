@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use e2e::{Scratch, Warden, bin};
+use e2e::{Scratch, Warden, bin, echo_gateway};
 use serde_json::{Value, json};
 
 fn hostile() -> PathBuf {
@@ -19,11 +19,8 @@ fn hostile() -> PathBuf {
 /// The gateway, with the echo fault server upstream and one hostile plugin
 /// that takes its behaviour from each call's `behavior` argument.
 fn start(dir: &Scratch) -> Warden {
-    let chain = dir.path().join("chain.toml");
-    std::fs::write(
-        &chain,
-        format!(
-            r#"
+    let chain = format!(
+        r#"
 [limits]
 fuel = 100_000_000_000
 deadline_ms = 50
@@ -37,26 +34,9 @@ source = "{}"
 by_argument = true
 huge_bytes = 1048576
 "#,
-            hostile().display()
-        ),
-    )
-    .unwrap();
-    Warden::start(&format!(
-        r#"
-[anonymous]
-subject = "load"
-
-[policy]
-chain = "{}"
-
-[[upstream]]
-name = "echo"
-command = "python3"
-args = ["{{root}}/tests/e2e/fakes/stdio_server.py"]
-max_concurrency = 16
-"#,
-        chain.display()
-    ))
+        hostile().display()
+    );
+    echo_gateway(dir, "load", &chain, "max_concurrency = 16\n")
 }
 
 /// A stateless `tools/call echo` with these arguments: the result, or the error.

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use e2e::{Scratch, Warden, bin, peers, root};
+use e2e::{Scratch, bin, echo_gateway, peers, root};
 use serde_json::{Value, json};
 
 /// (component, its vectors) for each policy not written in Rust.
@@ -38,11 +38,8 @@ fn python_and_javascript_policies_pass_their_vectors() {
 async fn python_and_javascript_policies_guard_a_running_gateway() {
     let dir = Scratch::new("polyglot");
     let [(redactor, _), (allowlist, _)] = policies();
-    let chain = dir.path().join("chain.toml");
-    std::fs::write(
-        &chain,
-        format!(
-            r#"
+    let chain = format!(
+        r#"
 [[plugin]]
 name = "argument-allowlist"
 source = "{}"
@@ -55,26 +52,10 @@ maxLength = 200
 name = "pii-redactor"
 source = "{}"
 "#,
-            allowlist.display(),
-            redactor.display()
-        ),
-    )
-    .unwrap();
-    let warden = Warden::start(&format!(
-        r#"
-[anonymous]
-subject = "polyglot"
-
-[policy]
-chain = "{}"
-
-[[upstream]]
-name = "echo"
-command = "python3"
-args = ["{{root}}/tests/e2e/fakes/stdio_server.py"]
-"#,
-        chain.display()
-    ));
+        allowlist.display(),
+        redactor.display()
+    );
+    let warden = echo_gateway(&dir, "polyglot", &chain, "");
 
     // The JavaScript policy lets the call through; the Python one redacts
     // what the upstream echoed before the client sees it.
