@@ -7,7 +7,7 @@
 //! rate and then at saturation, first alone and then beside an eighth
 //! connection that sends nothing but spinning calls (each must come back
 //! -32010, naming the deadline). The table gives the ordinary calls'
-//! latency both ways; the bar is a p99 within 2x.
+//! latency both ways; the goal is a p99 within 2x.
 
 use std::sync::atomic::AtomicBool;
 
