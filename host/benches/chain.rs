@@ -107,6 +107,27 @@ fn result(bytes: usize) -> String {
 
 const SIZES: [usize; 2] = [1024, 64 * 1024];
 
+/// Measure on-call over `chain` with arguments of about `bytes`; every call
+/// must be allowed.
+fn bench_on_call(bencher: divan::Bencher, chain: &Chain, bytes: usize) {
+    let template = call(bytes);
+    bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
+        let decision = chain.on_call(&mut call);
+        assert_eq!(decision.outcome, CallOutcome::Allow);
+    });
+}
+
+/// Measure on-result over `chain` with a result of about `bytes`; every
+/// result must pass (rewritten or not).
+fn bench_on_result(bencher: divan::Bencher, chain: &Chain, bytes: usize) {
+    let call = call(256);
+    let output = result(bytes);
+    bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
+        let decision = chain.on_result(&call, output);
+        assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
+    });
+}
+
 /// The floor: one plugin that parses an empty config and allows. This is
 /// instantiation, WASI set-up, lifting the call record, and the call itself.
 #[divan::bench]
@@ -121,34 +142,21 @@ fn noop_plugin(bencher: divan::Bencher) {
         source: "hostile".into(),
         pack: None,
     }]);
-    let template = call(256);
-    bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
-        let decision = chain.on_call(&mut call);
-        assert_eq!(decision.outcome, CallOutcome::Allow);
-    });
+    bench_on_call(bencher, &chain, 256);
 }
 
 /// The quick-start chain's on-call (rbac + chain-detect): the per-call policy cost.
 #[divan::bench(args = SIZES)]
 fn quickstart_on_call(bencher: divan::Bencher, bytes: usize) {
     let chain = quickstart();
-    let template = call(bytes);
-    bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
-        let decision = chain.on_call(&mut call);
-        assert_eq!(decision.outcome, CallOutcome::Allow);
-    });
+    bench_on_call(bencher, chain, bytes);
 }
 
 /// The quick-start chain's on-result (tenant-filter + injection-sanitizer).
 #[divan::bench(args = SIZES)]
 fn quickstart_on_result(bencher: divan::Bencher, bytes: usize) {
     let chain = quickstart();
-    let call = call(256);
-    let output = result(bytes);
-    bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
-        let decision = chain.on_result(&call, output);
-        assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
-    });
+    bench_on_result(bencher, chain, bytes);
 }
 
 /// The quick-start chain's on-call and on-result on an engine that does
@@ -163,18 +171,9 @@ fn quickstart_without_fuel(bencher: divan::Bencher, case: &str) {
     let (hook, bytes) = case.split_once(' ').unwrap();
     let bytes: usize = bytes.parse().unwrap();
     if hook == "on-call" {
-        let template = call(bytes);
-        bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
-            let decision = chain.on_call(&mut call);
-            assert_eq!(decision.outcome, CallOutcome::Allow);
-        });
+        bench_on_call(bencher, chain, bytes);
     } else {
-        let call = call(256);
-        let output = result(bytes);
-        bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
-            let decision = chain.on_result(&call, output);
-            assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
-        });
+        bench_on_result(bencher, chain, bytes);
     }
 }
 
@@ -182,23 +181,14 @@ fn quickstart_without_fuel(bencher: divan::Bencher, case: &str) {
 #[divan::bench(args = [1, 4, 8], consts = SIZES)]
 fn on_call_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) {
     let chain = call_chain(plugins);
-    let template = call(BYTES);
-    bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
-        let decision = chain.on_call(&mut call);
-        assert_eq!(decision.outcome, CallOutcome::Allow);
-    });
+    bench_on_call(bencher, &chain, BYTES);
 }
 
 /// On-result chains of 1, 4 and 8 plugins.
 #[divan::bench(args = [1, 4, 8], consts = SIZES)]
 fn on_result_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) {
     let chain = result_chain(plugins);
-    let call = call(256);
-    let output = result(BYTES);
-    bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
-        let decision = chain.on_result(&call, output);
-        assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
-    });
+    bench_on_result(bencher, &chain, BYTES);
 }
 
 /// A policy built by `cargo xtask peers` from `plugins/python` or
@@ -235,17 +225,8 @@ fn per_language(bencher: divan::Bencher, policy: &str) {
         _ => unreachable!(),
     };
     if policy.ends_with("on-call") {
-        let template = call(1024);
-        bencher.with_inputs(|| template.clone()).bench_local_values(|mut call| {
-            let decision = chain.on_call(&mut call);
-            assert_eq!(decision.outcome, CallOutcome::Allow);
-        });
+        bench_on_call(bencher, &chain, 1024);
     } else {
-        let call = call(256);
-        let output = result(1024);
-        bencher.with_inputs(|| output.clone()).bench_local_values(|output| {
-            let decision = chain.on_result(&call, output);
-            assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
-        });
+        bench_on_result(bencher, &chain, 1024);
     }
 }
