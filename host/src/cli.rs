@@ -415,6 +415,27 @@ enum PolicyCommand {
     /// Prints each plugin's verdict, fuel and time, then the overall verdict.
     /// Exits 0 on allow, 1 on deny or ask, 2 on error, 64 on invalid config.
     Test(PolicyTestArgs),
+    /// Measure a chain against a corpus of tool results with and without
+    /// prompt injections: detection, payload kept from the model, and false
+    /// positives, per technique.
+    ///
+    /// A corpus is a folder of `*.jsonl` files, one case per line:
+    /// `{"id", "technique", "text", "payload"}` (no payload: benign).
+    /// Exits 0 when it ran, 2 on error, 64 on invalid config.
+    Eval(PolicyEvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct PolicyEvalArgs {
+    /// The chain file whose result hooks run.
+    #[arg(long, value_name = "FILE")]
+    chain: PathBuf,
+    /// A corpus folder; give it more than once to join corpora.
+    #[arg(long, value_name = "DIR", required = true)]
+    corpus: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -469,6 +490,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::HashKey { key } => hash_key(key),
         Command::Policy { command: PolicyCommand::Test(args) } => policy_test(&args),
+        Command::Policy { command: PolicyCommand::Eval(args) } => policy_eval(&args),
         Command::Token { command } => token(command),
         Command::Status { url, reload } => status(&url, reload),
         Command::Usage { url, since, tenant, json } => usage(&url, &since, tenant.as_deref(), json),
@@ -1100,6 +1122,22 @@ fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<u8> {
         print!("{}", report.to_text());
     }
     Ok(report.verdict.exit_code())
+}
+
+fn policy_eval(args: &PolicyEvalArgs) -> anyhow::Result<u8> {
+    let engine = engine()?;
+    let chain = config::chain::load(&engine, &args.chain, &Trust::default())?;
+    let mut cases = Vec::new();
+    for dir in &args.corpus {
+        cases.extend(policy_test::eval::load(dir).map_err(anyhow::Error::msg)?);
+    }
+    let report = policy_test::eval::run(&chain, &cases);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(0)
 }
 
 /// `policy test --vectors`: every vector in the folder against one plugin.

@@ -11,6 +11,9 @@
 //! - `cargo xtask peers` — only install the test peers, and build the
 //!   policies written in Python and JavaScript with them.
 //! - `cargo xtask bench` — the benchmarks (see bench/README.md).
+//! - `cargo xtask eval` — the injection sanitizer's full evaluation: the
+//!   quick-start chain against its own corpus and the one built from AgentDojo
+//!   (see plugins/injection-sanitizer/README.md).
 //!
 //! Each step installs what it needs (the `wasm32-wasip2` target, the peers)
 //! and says what it runs.
@@ -37,6 +40,10 @@ const DEBIAN_PACKAGES: [(&str, &str); 2] = [("redis-server", "redis-server"), ("
 /// schemas; componentize-py builds the Python policies.)
 const PYPI_PEERS: [&str; 4] =
     ["mcp==2.3.0", "mcp-server-time==2026.10.19", "kubernetes-validate==1.37.0", "componentize-py==0.25.1"];
+/// The prompt-injection benchmark whose environments, attack templates and
+/// attacker goals make part of the injection sanitizer's corpus. Only its
+/// wheel is downloaded (not installed: its dependencies are large and unused).
+const AGENTDOJO: &str = "agentdojo==0.1.35";
 
 /// A policy written in a language other than Rust, built from source into
 /// `<peers>/plugins/<name>.wasm` by that language's componentizer.
@@ -79,8 +86,9 @@ fn main() -> ExitCode {
         "test" => test(),
         "peers" => peers().map(|_| ()),
         "bench" => bench(),
+        "eval" => eval(),
         _ => {
-            eprintln!("usage: cargo xtask <quickstart|test|peers|bench>");
+            eprintln!("usage: cargo xtask <quickstart|test|peers|bench|eval>");
             return ExitCode::from(2);
         }
     };
@@ -220,7 +228,31 @@ fn peers() -> Result<PathBuf, String> {
         }
     }
     foreign_plugins(&peers)?;
+    agentdojo_corpus(&peers)?;
     Ok(peers)
+}
+
+/// Download AgentDojo's wheel and build the corpus cases from it into
+/// `<peers>/corpus/agentdojo`, unless a stamp says it was built from the same
+/// version and script.
+fn agentdojo_corpus(peers: &Path) -> Result<(), String> {
+    let out = peers.join("corpus/agentdojo");
+    let script = root().join("plugins/injection-sanitizer/corpus/agentdojo.py");
+    let stamp = out.join("built-from");
+    let source = format!("{AGENTDOJO} {}", source_digest("plugins/injection-sanitizer/corpus")?);
+    if std::fs::read_to_string(&stamp).unwrap_or_default() == source {
+        return Ok(());
+    }
+    let wheels = peers.join("wheels");
+    run(Command::new(peers.join("venv/bin/python"))
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--dest"])
+        .arg(&wheels)
+        .arg(AGENTDOJO))?;
+    let version = AGENTDOJO.trim_start_matches("agentdojo==");
+    let wheel = wheels.join(format!("agentdojo-{version}-py3-none-any.whl"));
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    run(Command::new(peers.join("venv/bin/python")).arg(&script).arg(&wheel).arg(&out))?;
+    std::fs::write(&stamp, source).map_err(|e| e.to_string())
 }
 
 /// Build the Python and JavaScript policies with the componentizers just
@@ -292,6 +324,21 @@ fn test() -> Result<(), String> {
     // `--workspace`, not `-p warden`: the same feature set as the builds above,
     // so no dependency is compiled a second time.
     run(cargo().args(["test", "--workspace", "--benches"]).env("WARDEN_PEERS", &peers))
+}
+
+/// The injection sanitizer's full evaluation, with the quick-start chain.
+fn eval() -> Result<(), String> {
+    wasm_target()?;
+    let peers = peers()?;
+    run(cargo().args(["build", "-p", "warden", "--bin", "warden"]))?;
+    let corpus = root().join("plugins/injection-sanitizer/corpus");
+    run(Command::new(target_dir().join("debug/warden"))
+        .args(["policy", "eval", "--chain"])
+        .arg(root().join("policies/quickstart.toml"))
+        .arg("--corpus")
+        .arg(corpus)
+        .arg("--corpus")
+        .arg(peers.join("corpus/agentdojo")))
 }
 
 /// The chain microbenchmark (divan), then the gateway overhead load test;
