@@ -1,0 +1,425 @@
+//! Word classes: what each word can mean in an instruction aimed at a model.
+//!
+//! A `match` on the lowercased word, so the lookup costs a few comparisons and
+//! nothing is built at start-up (the plugin runs in a fresh instance per call).
+//! A few words of German, French, Spanish and Italian cover the override
+//! sentence in those languages.
+
+/// A set of [`Class`] bits.
+pub type Classes = u32;
+
+/// What a word can be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Class {
+    /// ignore, disregard, forget, override…
+    OverrideVerb = 1,
+    /// previous, prior, above, earlier, all, your, system…
+    Prior = 1 << 1,
+    /// instructions, prompt, rules, guidelines, task…
+    InstructionNoun = 1 << 2,
+    /// ai, assistant, model, llm, chatbot, agent, gpt, claude…
+    ModelNoun = 1 << 3,
+    /// you, your, yourself.
+    You = 1 << 4,
+    /// A verb whose imperative does harm when a model obeys a stranger:
+    /// send, transfer, delete, post, reveal, execute…
+    RiskyVerb = 1 << 5,
+    /// Any other verb a planted instruction starts with: click, visit, say…
+    Verb = 1 << 6,
+    /// must, should, shall, need, have.
+    Modal = 1 << 7,
+    /// instead, rather.
+    Instead = 1 << 8,
+    /// new, updated, real, actual, true, only, primary.
+    Fresh = 1 << 9,
+    /// important, urgent, attention, mandatory, critical…
+    Urgent = 1 << 10,
+    /// Words that may open an imperative without changing it: please, now,
+    /// then, also, first, finally, next, immediately, kindly, just, and.
+    Lead = 1 << 11,
+    /// don't, never, not, without.
+    Negation = 1 << 12,
+    /// tell, inform, mention, notify, alert, show, ask (with a negation: secrecy).
+    Inform = 1 << 13,
+    /// user, human, operator, owner.
+    User = 1 << 14,
+    /// todo, task, note, action, objective, instruction as a label before `:`.
+    Label = 1 << 15,
+    /// respond, reply, answer, output, print, say, return (with `only`: redirect).
+    Respond = 1 << 16,
+    /// Secretly, silently, quietly.
+    Stealth = 1 << 17,
+    /// password, credentials, secrets, token, api key, ssh, id_rsa, env…
+    Secret = 1 << 18,
+}
+
+impl Class {
+    /// Whether `classes` includes this class.
+    pub fn of(self, classes: Classes) -> bool {
+        classes & self as u32 != 0
+    }
+}
+
+use Class::*;
+
+const fn set(classes: &[Class]) -> Classes {
+    let mut out = 0;
+    let mut i = 0;
+    while i < classes.len() {
+        out |= classes[i] as u32;
+        i += 1;
+    }
+    out
+}
+
+/// Every known word and its classes, sorted by byte order (a test checks),
+/// so a lookup is a binary search: a dozen comparisons per word of a text.
+const WORDS: &[(&str, Classes)] = &[
+    ("abandon", set(&[OverrideVerb])),
+    ("above", set(&[Prior])),
+    ("act", set(&[Verb])),
+    ("action", set(&[Label])),
+    ("actual", set(&[Fresh])),
+    ("add", set(&[Verb])),
+    ("additionally", set(&[Lead])),
+    ("afterwards", set(&[Lead])),
+    ("agent", set(&[ModelNoun])),
+    ("ai", set(&[ModelNoun])),
+    ("alert", set(&[Inform])),
+    ("alerting", set(&[Inform])),
+    ("all", set(&[Prior])),
+    ("alle", set(&[Prior])),
+    ("also", set(&[Lead])),
+    ("and", set(&[Lead])),
+    ("answer", set(&[Verb, Respond])),
+    ("anteriores", set(&[Prior])),
+    ("anweisungen", set(&[InstructionNoun])),
+    ("any", set(&[Prior])),
+    ("apikey", set(&[Secret])),
+    ("append", set(&[RiskyVerb])),
+    ("approve", set(&[RiskyVerb])),
+    ("ask", set(&[Inform])),
+    ("asking", set(&[Inform])),
+    ("assistant", set(&[ModelNoun])),
+    ("attach", set(&[Verb])),
+    ("attention", set(&[Urgent])),
+    ("bard", set(&[ModelNoun])),
+    ("bisherigen", set(&[Prior])),
+    ("book", set(&[Verb])),
+    ("bot", set(&[ModelNoun])),
+    ("browse", set(&[Verb])),
+    ("buy", set(&[RiskyVerb])),
+    ("bypass", set(&[OverrideVerb])),
+    ("call", set(&[RiskyVerb])),
+    ("cancel", set(&[RiskyVerb])),
+    ("change", set(&[RiskyVerb])),
+    ("chatbot", set(&[ModelNoun])),
+    ("chatgpt", set(&[ModelNoun])),
+    ("claim", set(&[Verb])),
+    ("claude", set(&[ModelNoun])),
+    ("click", set(&[Verb])),
+    ("close", set(&[RiskyVerb])),
+    ("commands", set(&[InstructionNoun])),
+    ("complete", set(&[Verb])),
+    ("concatenate", set(&[RiskyVerb])),
+    ("consignes", set(&[InstructionNoun])),
+    ("constraints", set(&[InstructionNoun])),
+    ("contact", set(&[Verb])),
+    ("context", set(&[InstructionNoun])),
+    ("cookie", set(&[Secret])),
+    ("cookies", set(&[Secret])),
+    ("copilot", set(&[ModelNoun])),
+    ("copy", set(&[Verb])),
+    ("covertly", set(&[Stealth])),
+    ("create", set(&[Verb])),
+    ("credential", set(&[Secret])),
+    ("credentials", set(&[Secret])),
+    ("critical", set(&[Urgent])),
+    ("curl", set(&[RiskyVerb])),
+    ("delete", set(&[RiskyVerb])),
+    ("describe", set(&[Verb])),
+    ("dimentica", set(&[OverrideVerb])),
+    ("directions", set(&[InstructionNoun])),
+    ("directives", set(&[InstructionNoun])),
+    ("disable", set(&[RiskyVerb])),
+    ("disclose", set(&[RiskyVerb])),
+    ("discreetly", set(&[Stealth])),
+    ("disregard", set(&[OverrideVerb])),
+    ("do", set(&[Verb])),
+    ("don't", set(&[Negation])),
+    ("dont", set(&[Negation])),
+    ("download", set(&[Verb])),
+    ("drop", set(&[RiskyVerb])),
+    ("dump", set(&[RiskyVerb])),
+    ("e-mail", set(&[RiskyVerb])),
+    ("earlier", set(&[Prior])),
+    ("email", set(&[RiskyVerb])),
+    ("ensure", set(&[Verb])),
+    ("enter", set(&[Verb])),
+    ("env", set(&[Secret])),
+    ("erase", set(&[RiskyVerb])),
+    ("every", set(&[Prior])),
+    ("everything", set(&[Prior])),
+    ("execute", set(&[RiskyVerb])),
+    ("exfiltrate", set(&[RiskyVerb])),
+    ("existing", set(&[Prior])),
+    ("export", set(&[RiskyVerb])),
+    ("fetch", set(&[Verb])),
+    ("finally", set(&[Lead])),
+    ("find", set(&[Verb])),
+    ("first", set(&[Lead])),
+    ("fixme", set(&[Label])),
+    ("follow", set(&[Verb])),
+    ("forget", set(&[OverrideVerb])),
+    ("former", set(&[Prior])),
+    ("forward", set(&[RiskyVerb])),
+    ("gemini", set(&[ModelNoun])),
+    ("get", set(&[Verb])),
+    ("give", set(&[Verb])),
+    ("go", set(&[Verb])),
+    ("goal", set(&[InstructionNoun, Label])),
+    ("gpt", set(&[ModelNoun])),
+    ("grant", set(&[RiskyVerb])),
+    ("guardrails", set(&[InstructionNoun])),
+    ("guidelines", set(&[InstructionNoun])),
+    ("have", set(&[Modal])),
+    ("human", set(&[User])),
+    ("id_rsa", set(&[Secret])),
+    ("ignora", set(&[OverrideVerb])),
+    ("ignorar", set(&[OverrideVerb])),
+    ("ignore", set(&[OverrideVerb])),
+    ("ignorez", set(&[OverrideVerb])),
+    ("ignoriere", set(&[OverrideVerb])),
+    ("ignorieren", set(&[OverrideVerb])),
+    ("immediately", set(&[Urgent])),
+    ("important", set(&[Urgent])),
+    ("include", set(&[Verb])),
+    ("inform", set(&[Inform])),
+    ("informing", set(&[Inform])),
+    ("initial", set(&[Prior])),
+    ("insert", set(&[RiskyVerb])),
+    ("insist", set(&[Verb])),
+    ("install", set(&[RiskyVerb])),
+    ("instead", set(&[Instead])),
+    ("instrucciones", set(&[InstructionNoun])),
+    ("instructed", set(&[Modal])),
+    ("instruction", set(&[InstructionNoun])),
+    ("instructions", set(&[InstructionNoun])),
+    ("invite", set(&[RiskyVerb])),
+    ("invoke", set(&[RiskyVerb])),
+    ("istruzioni", set(&[InstructionNoun])),
+    ("iunstructions", set(&[InstructionNoun])),
+    ("just", set(&[Lead])),
+    ("keys", set(&[Secret])),
+    ("kindly", set(&[Lead])),
+    ("lastly", set(&[Lead])),
+    ("latest", set(&[Fresh])),
+    ("leak", set(&[RiskyVerb])),
+    ("let", set(&[Inform])),
+    ("letting", set(&[Inform])),
+    ("list", set(&[Verb])),
+    ("llama", set(&[ModelNoun])),
+    ("llm", set(&[ModelNoun])),
+    ("llms", set(&[ModelNoun])),
+    ("main", set(&[Fresh])),
+    ("make", set(&[Verb])),
+    ("mandatory", set(&[Urgent])),
+    ("mark", set(&[Verb])),
+    ("mention", set(&[Inform])),
+    ("mentioning", set(&[Inform])),
+    ("merge", set(&[RiskyVerb])),
+    ("messages", set(&[InstructionNoun])),
+    ("mission", set(&[InstructionNoun, Label])),
+    ("mistral", set(&[ModelNoun])),
+    ("model", set(&[ModelNoun])),
+    ("modify", set(&[RiskyVerb])),
+    ("move", set(&[Verb])),
+    ("must", set(&[Modal])),
+    ("navigate", set(&[Verb])),
+    ("need", set(&[Modal])),
+    ("needs", set(&[Modal])),
+    ("neglect", set(&[OverrideVerb])),
+    ("never", set(&[Negation])),
+    ("new", set(&[Fresh])),
+    ("next", set(&[Lead])),
+    ("not", set(&[Negation])),
+    ("note", set(&[Label])),
+    ("notice", set(&[Urgent])),
+    ("notify", set(&[Inform])),
+    ("notifying", set(&[Inform])),
+    ("now", set(&[Lead])),
+    ("objective", set(&[InstructionNoun, Label])),
+    ("obliged", set(&[Modal])),
+    ("olvida", set(&[OverrideVerb])),
+    ("olvide", set(&[OverrideVerb])),
+    ("only", set(&[Fresh])),
+    ("open", set(&[Verb])),
+    ("operator", set(&[User])),
+    ("orders", set(&[InstructionNoun])),
+    ("original", set(&[Prior])),
+    ("oublie", set(&[OverrideVerb])),
+    ("oubliez", set(&[OverrideVerb])),
+    ("output", set(&[Verb, Respond])),
+    ("override", set(&[OverrideVerb])),
+    ("overrule", set(&[OverrideVerb])),
+    ("owner", set(&[User])),
+    ("passport", set(&[Secret])),
+    ("passwd", set(&[Secret])),
+    ("password", set(&[Secret])),
+    ("passwords", set(&[Secret])),
+    ("paste", set(&[RiskyVerb])),
+    ("pay", set(&[RiskyVerb])),
+    ("perform", set(&[Verb])),
+    ("please", set(&[Lead])),
+    ("post", set(&[RiskyVerb])),
+    ("precedentes", set(&[Prior])),
+    ("precedenti", set(&[Prior])),
+    ("preceding", set(&[Prior])),
+    ("pretend", set(&[Verb])),
+    ("previous", set(&[Prior])),
+    ("primary", set(&[Fresh])),
+    ("print", set(&[Verb, Respond])),
+    ("prior", set(&[Prior])),
+    ("priority", set(&[Urgent])),
+    ("programming", set(&[InstructionNoun])),
+    ("prompt", set(&[InstructionNoun])),
+    ("prompts", set(&[InstructionNoun])),
+    ("provide", set(&[Verb])),
+    ("précédentes", set(&[Prior])),
+    ("publish", set(&[RiskyVerb])),
+    ("purchase", set(&[RiskyVerb])),
+    ("push", set(&[RiskyVerb])),
+    ("put", set(&[Verb])),
+    ("quietly", set(&[Stealth])),
+    ("rather", set(&[Instead])),
+    ("read", set(&[Verb])),
+    ("real", set(&[Fresh])),
+    ("recommend", set(&[Verb])),
+    ("refund", set(&[RiskyVerb])),
+    ("remove", set(&[RiskyVerb])),
+    ("repeat", set(&[Verb])),
+    ("reply", set(&[Verb, Respond])),
+    ("report", set(&[Verb])),
+    ("required", set(&[Modal])),
+    ("reserve", set(&[Verb])),
+    ("reset", set(&[RiskyVerb])),
+    ("respond", set(&[Verb, Respond])),
+    ("restrictions", set(&[InstructionNoun])),
+    ("retrieve", set(&[Verb])),
+    ("return", set(&[Verb, Respond])),
+    ("reveal", set(&[RiskyVerb])),
+    ("revised", set(&[Fresh])),
+    ("rm", set(&[RiskyVerb])),
+    ("rules", set(&[InstructionNoun])),
+    ("run", set(&[RiskyVerb])),
+    ("save", set(&[Verb])),
+    ("say", set(&[Verb, Respond])),
+    ("schedule", set(&[Verb])),
+    ("search", set(&[Verb])),
+    ("secret", set(&[Secret])),
+    ("secretly", set(&[Stealth])),
+    ("secrets", set(&[Secret])),
+    ("send", set(&[RiskyVerb])),
+    ("set", set(&[Verb])),
+    ("shall", set(&[Modal])),
+    ("share", set(&[RiskyVerb])),
+    ("should", set(&[Modal])),
+    ("show", set(&[Verb, Inform])),
+    ("silently", set(&[Stealth])),
+    ("simply", set(&[Lead])),
+    ("skip", set(&[OverrideVerb])),
+    ("so", set(&[Lead])),
+    ("ssh", set(&[Secret])),
+    ("start", set(&[Verb])),
+    ("state", set(&[Verb])),
+    ("stop", set(&[Verb])),
+    ("subsequently", set(&[Lead])),
+    ("sudo", set(&[RiskyVerb])),
+    ("summarize", set(&[Verb])),
+    ("system", set(&[Prior])),
+    ("task", set(&[InstructionNoun, Label])),
+    ("tasks", set(&[InstructionNoun, Label])),
+    ("tell", set(&[Verb, Inform])),
+    ("telling", set(&[Inform])),
+    ("then", set(&[Lead])),
+    ("to", set(&[Lead])),
+    ("todas", set(&[Prior])),
+    ("todo", set(&[Label])),
+    ("token", set(&[Secret])),
+    ("tokens", set(&[Secret])),
+    ("toutes", set(&[Prior])),
+    ("transfer", set(&[RiskyVerb])),
+    ("translate", set(&[Verb])),
+    ("true", set(&[Fresh])),
+    ("tutte", set(&[Prior])),
+    ("type", set(&[Verb])),
+    ("update", set(&[Verb])),
+    ("updated", set(&[Fresh])),
+    ("upload", set(&[RiskyVerb])),
+    ("urgent", set(&[Urgent])),
+    ("use", set(&[Verb])),
+    ("user", set(&[User])),
+    ("user's", set(&[User])),
+    ("users", set(&[User])),
+    ("vergessen", set(&[OverrideVerb])),
+    ("vergiss", set(&[OverrideVerb])),
+    ("visit", set(&[Verb])),
+    ("vorherigen", set(&[Prior])),
+    ("warn", set(&[Inform])),
+    ("warning", set(&[Urgent])),
+    ("wget", set(&[RiskyVerb])),
+    ("wipe", set(&[RiskyVerb])),
+    ("wire", set(&[RiskyVerb])),
+    ("without", set(&[Negation])),
+    ("write", set(&[Verb, Respond])),
+    ("you", set(&[You])),
+    ("you'll", set(&[You])),
+    ("you're", set(&[You])),
+    ("you've", set(&[You])),
+    ("your", set(&[You, Prior])),
+    ("youre", set(&[You])),
+    ("yourself", set(&[You])),
+];
+
+/// For each first letter, the second letters known words have (a bit per
+/// letter): most words of a text are ruled out without a search.
+const PAIRS: [u32; 26] = {
+    let mut pairs = [0u32; 26];
+    let mut i = 0;
+    while i < WORDS.len() {
+        let w = WORDS[i].0.as_bytes();
+        if w.len() >= 2 && w[0].is_ascii_lowercase() && w[1].is_ascii_lowercase() {
+            pairs[(w[0] - b'a') as usize] |= 1 << (w[1] - b'a');
+        } else if w.len() >= 2 && w[0].is_ascii_lowercase() {
+            pairs[(w[0] - b'a') as usize] = u32::MAX;
+        }
+        i += 1;
+    }
+    pairs
+};
+
+/// The classes of a lowercased word (ASCII letters, digits, apostrophes).
+pub fn classes(word: &str) -> Classes {
+    let w = word.as_bytes();
+    if w.len() >= 2 && w[0].is_ascii_lowercase() {
+        let second = if w[1].is_ascii_lowercase() { 1 << (w[1] - b'a') } else { u32::MAX };
+        if PAIRS[(w[0] - b'a') as usize] & second == 0 {
+            return 0;
+        }
+    }
+    WORDS.binary_search_by(|(w, _)| w.as_bytes().cmp(word.as_bytes())).map_or(0, |i| WORDS[i].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_sorted_and_words_appear_once() {
+        assert!(WORDS.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()), "sort WORDS by byte order");
+        assert_eq!(classes("ignore"), Class::OverrideVerb as u32);
+        assert_eq!(classes("your"), Class::You as u32 | Class::Prior as u32);
+        assert_eq!(classes("zebra"), 0);
+    }
+}

@@ -1,0 +1,864 @@
+//! Finding instructions aimed at the model in a text, by structure.
+//!
+//! The text is cut into sentences. Each rule that finds its feature in a
+//! sentence adds its score; a sentence whose score reaches the threshold is
+//! acted on, together with the span that carries the instruction:
+//! - the wrapper it sits in (`<IMPORTANT>…</IMPORTANT>`, an HTML comment, a
+//!   hidden element), whole;
+//! - otherwise the sentence, the label or turn marker before it (`TODO:`,
+//!   `System:`), and the sentences after it on its line (the payload of
+//!   "Ignore your instructions. Do X instead." is in the second one), and on
+//!   the next lines while they carry instruction features too.
+//!
+//! Some findings need no sentence: chat-template tokens, tool-call JSON,
+//! markdown links that leak data, base64 that decodes to an instruction.
+//! Everything is linear in the text's length, and nothing is built per call
+//! but the word and sentence lists.
+
+use crate::{
+    hidden::{self, RegionKind, find_ci},
+    lexicon::{Class, Classes, classes},
+    phrase::Phrase,
+};
+
+/// A detection rule. Each has a score (configurable; 0 turns it off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// "ignore/disregard/forget … previous/your … instructions".
+    Override,
+    /// Words addressed to the model: "you" and "AI/assistant/model…", or a
+    /// vocative ("Dear AI,"), or "if you are an AI".
+    Addressed,
+    /// A sentence that opens with a command verb (a risky one counts whole:
+    /// send, transfer, delete, reveal…; others half).
+    Imperative,
+    /// "you must / should / need to / are required to".
+    Modal,
+    /// Redirection: "instead", "new instructions", "your real task",
+    /// "respond only with", "from now on", "before you solve the task".
+    Redirect,
+    /// Secrecy: "do not tell the user", "without informing", "silently".
+    Secrecy,
+    /// "IMPORTANT!", "URGENT:", "ATTENTION" in capitals or with `!`/`:`.
+    Urgency,
+    /// A label that introduces a task: "TODO:", "Task:", "Note to AI:".
+    Label,
+    /// A fake conversation turn or role marker: "System:", "### Instruction",
+    /// "###(system_message)", "[SYSTEM]", "Assistant:".
+    RoleTurn,
+    /// A chat-template token: `<|im_start|>`, `[INST]`, `<<SYS>>`…
+    ChatMarker,
+    /// Tool-call syntax: `"tool_calls"`, `<tool_call>`, `<function_calls>`.
+    ToolCall,
+    /// The sentence sits in a wrapper tag such as `<IMPORTANT>`.
+    Envelope,
+    /// The sentence is hidden from a human reader: an HTML comment, a
+    /// `display:none` or white-on-white element, alt or title text.
+    Hidden,
+    /// A destination for data in a sentence that gives an order: an e-mail
+    /// address, a URL, an IBAN, a `mailto:`; or a known capture service.
+    Sink,
+    /// A markdown image or link whose URL holds a placeholder for data.
+    Exfil,
+    /// A tool named to be called: "call read_secrets", "the send_email tool",
+    /// or any name in the config's `tools`.
+    ToolMention,
+    /// An instruction hidden in base64 or rot13.
+    Encoded,
+    /// Unicode tag characters ("ASCII smuggling").
+    Smuggled,
+    /// One of the config's `phrases`.
+    Phrase,
+    /// Credentials or secret files named in a sentence that gives an order:
+    /// "read ~/.ssh/id_rsa", "send the API keys".
+    Sensitive,
+}
+
+impl Rule {
+    /// Every rule, in the order of their bits.
+    pub const ALL: [Rule; 20] = [
+        Rule::Override,
+        Rule::Addressed,
+        Rule::Imperative,
+        Rule::Modal,
+        Rule::Redirect,
+        Rule::Secrecy,
+        Rule::Urgency,
+        Rule::Label,
+        Rule::RoleTurn,
+        Rule::ChatMarker,
+        Rule::ToolCall,
+        Rule::Envelope,
+        Rule::Hidden,
+        Rule::Sink,
+        Rule::Exfil,
+        Rule::ToolMention,
+        Rule::Encoded,
+        Rule::Smuggled,
+        Rule::Phrase,
+        Rule::Sensitive,
+    ];
+
+    /// The rule's name in the config and in notes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Override => "override",
+            Rule::Addressed => "addressed",
+            Rule::Imperative => "imperative",
+            Rule::Modal => "modal",
+            Rule::Redirect => "redirect",
+            Rule::Secrecy => "secrecy",
+            Rule::Urgency => "urgency",
+            Rule::Label => "label",
+            Rule::RoleTurn => "role-turn",
+            Rule::ChatMarker => "chat-marker",
+            Rule::ToolCall => "tool-call",
+            Rule::Envelope => "envelope",
+            Rule::Hidden => "hidden",
+            Rule::Sink => "sink",
+            Rule::Exfil => "exfil",
+            Rule::ToolMention => "tool-mention",
+            Rule::Encoded => "encoded",
+            Rule::Smuggled => "smuggled",
+            Rule::Phrase => "phrase",
+            Rule::Sensitive => "sensitive",
+        }
+    }
+
+    /// The score a rule adds unless the config says otherwise. With the
+    /// default threshold of 1, a rule of 1 acts alone; the others must meet.
+    pub fn default_score(self) -> f32 {
+        match self {
+            Rule::Override | Rule::ChatMarker | Rule::ToolCall | Rule::Exfil | Rule::Smuggled | Rule::Phrase => 1.0,
+            Rule::Secrecy => 0.8,
+            Rule::RoleTurn => 0.7,
+            Rule::Addressed | Rule::Encoded => 0.6,
+            Rule::Redirect | Rule::Hidden => 0.5,
+            Rule::Label | Rule::Envelope | Rule::ToolMention | Rule::Sensitive => 0.4,
+            Rule::Imperative | Rule::Modal | Rule::Sink => 0.3,
+            Rule::Urgency => 0.2,
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// A set of rules, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rules(u32);
+
+impl Rules {
+    pub fn add(&mut self, rule: Rule) {
+        self.0 |= rule.bit();
+    }
+
+    pub fn union(self, other: Rules) -> Rules {
+        Rules(self.0 | other.0)
+    }
+
+    pub fn has(self, rule: Rule) -> bool {
+        self.0 & rule.bit() != 0
+    }
+
+    /// The rules' names, comma-separated.
+    pub fn names(self) -> String {
+        Rule::ALL.iter().filter(|r| self.has(**r)).map(|r| r.name()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A span to act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub start: usize,
+    pub end: usize,
+    /// The highest score among the sentences it covers.
+    pub score: f32,
+    pub rules: Rules,
+}
+
+/// Built-in chat-template and turn tokens of common model families.
+pub const DEFAULT_MARKERS: &[&str] = &[
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "[INST]",
+    "[/INST]",
+    "<<SYS>>",
+    "<</SYS>>",
+];
+
+/// Built-in role words: a sentence that starts with one of these (after
+/// `#`, `*`, `[`, `(` or `<`), followed by `:`, `)`, `]` or `>`, is a turn.
+pub const DEFAULT_ROLES: &[&str] =
+    &["system", "system_message", "system message", "assistant", "developer", "instruction", "instructions", "admin"];
+
+/// Roles that ordinary transcripts use too ("User: my printer is broken"):
+/// they count half.
+const WEAK_ROLES: &[&str] = &["user", "human", "ai"];
+
+/// Tool-call syntax of common model families.
+const TOOL_CALL_MARKERS: &[&str] =
+    &["\"tool_calls\": [", "\"function_call\": {", "<tool_call>", "<function_calls>", "<invoke name=", "<|tool_call|>"];
+
+/// Services that exist to capture requests: a URL to one is a sink anywhere.
+const CAPTURE_HOSTS: &[&str] = &[
+    "webhook.site",
+    "requestbin",
+    "pipedream.net",
+    "ngrok",
+    "burpcollaborator",
+    "interact.sh",
+    "oast.",
+    "beeceptor",
+    "hookbin",
+];
+
+/// Everything the config asks to look for, ready to scan.
+pub struct Scanner<'a> {
+    /// Score per rule, indexed by `Rule as usize`.
+    pub scores: [f32; 20],
+    pub threshold: f32,
+    pub markers: Vec<&'a str>,
+    pub roles: Vec<&'a str>,
+    /// Extra line prefixes from the config (a fake turn of the deployment's own).
+    pub prefixes: Vec<&'a str>,
+    pub tools: Vec<&'a str>,
+    pub phrases: Vec<Phrase<'a>>,
+}
+
+/// A word of the text.
+#[derive(Clone, Copy, Debug)]
+struct Word {
+    start: usize,
+    end: usize,
+    classes: Classes,
+    /// The classes of its rot13 reading, if it has none of its own.
+    rot13: Classes,
+    /// snake_case or camelCase with a verb: a tool's name, likely.
+    identifier: bool,
+    /// All capitals, two letters or more.
+    shouting: bool,
+}
+
+/// A sentence of the text.
+#[derive(Clone, Copy, Debug)]
+struct Sentence {
+    start: usize,
+    end: usize,
+    /// Its words: `words[first..last]`.
+    first: usize,
+    last: usize,
+    /// The line it is on.
+    line: usize,
+    /// It ends with `:` (it introduces what follows).
+    colon: bool,
+}
+
+/// What scoring a sentence found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Score {
+    score: f32,
+    rules: Rules,
+    /// Only a marker or label ("TODO:", "System:", "IMPORTANT!!!"): its score
+    /// carries to the next sentence, and it goes with it.
+    prefix: bool,
+}
+
+impl Score {
+    /// Count `rule` (once), at `weight` times its score.
+    fn add(&mut self, scanner: &Scanner<'_>, rule: Rule, weight: f32) {
+        if !self.rules.has(rule) && scanner.score(rule) > 0.0 {
+            self.rules.add(rule);
+            self.score += scanner.score(rule) * weight;
+        }
+    }
+}
+
+/// Word characters: letters, digits, `_`, and an apostrophe inside a word.
+fn words(text: &str) -> Vec<Word> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if !(c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        while let Some(&(i, c)) = chars.peek() {
+            let apostrophe =
+                matches!(c, '\'' | '’') && text[i + c.len_utf8()..].chars().next().is_some_and(char::is_alphabetic);
+            // "USAIgnore": an acronym run into a capitalised word is two words.
+            let acronym_ends = c.is_uppercase()
+                && text[start..i].chars().rev().take(2).all(char::is_uppercase)
+                && i - start >= 2
+                && text[i + c.len_utf8()..].chars().next().is_some_and(char::is_lowercase);
+            if (c.is_alphanumeric() || c == '_' || apostrophe) && !acronym_ends {
+                end = i + c.len_utf8();
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        out.push(word(text, start, end, bytes));
+    }
+    out
+}
+
+fn word(text: &str, start: usize, end: usize, bytes: &[u8]) -> Word {
+    let raw = &text[start..end];
+    let mut buf = [0u8; 24];
+    let (classes, rot13) = if raw.len() <= buf.len() && raw.is_ascii() {
+        for (b, r) in buf.iter_mut().zip(raw.bytes()) {
+            *b = r.to_ascii_lowercase();
+        }
+        let lower = std::str::from_utf8(&buf[..raw.len()]).unwrap_or_default();
+        let own = classes(lower);
+        let rot13 = if own == 0 && raw.bytes().all(|b| b.is_ascii_alphabetic()) && raw.len() > 2 {
+            let mut rot = [0u8; 24];
+            for (r, b) in rot.iter_mut().zip(lower.bytes()) {
+                *r = (b - b'a' + 13) % 26 + b'a';
+            }
+            classes(std::str::from_utf8(&rot[..raw.len()]).unwrap_or_default())
+        } else {
+            0
+        };
+        (own, rot13)
+    } else if raw.is_ascii() {
+        (0, 0)
+    } else {
+        (classes(&raw.to_lowercase().replace('’', "'")), 0)
+    };
+    // "External_Ignore": a capitalised word glued on with `_` keeps its meaning.
+    let classes = match raw.rsplit_once('_') {
+        Some((_, last)) if classes == 0 && last.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            word(text, end - last.len(), end, bytes).classes
+        }
+        _ => classes,
+    };
+    let has_lower = raw.bytes().any(|b| b.is_ascii_lowercase());
+    let identifier = (raw.contains('_') && has_lower && raw.bytes().any(|b| b.is_ascii_alphabetic()))
+        || (bytes[start].is_ascii_lowercase() && raw.bytes().skip(1).any(|b| b.is_ascii_uppercase()) && raw.len() > 4);
+    let shouting = raw.len() >= 2 && !has_lower && raw.bytes().all(|b| b.is_ascii_uppercase());
+    Word { start, end, classes, rot13, identifier, shouting }
+}
+
+/// Cut `text` into sentences. In JSON text (`json`), quotes and backslashes
+/// end sentences too, so a span never crosses a string's bounds.
+fn sentences(text: &str, words: &[Word], json: bool) -> Vec<Sentence> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut line, mut w) = (0, 0, 0);
+    let mut push = |start: usize, end: usize, line: usize, colon: bool, w: &mut usize| {
+        let first = *w;
+        while *w < words.len() && words[*w].start < end {
+            *w += 1;
+        }
+        if text[start..end].trim().is_empty() {
+            return;
+        }
+        let start = end - text[start..end].trim_start().len();
+        out.push(Sentence { start, end, first, last: *w, line, colon });
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        let ends_sentence = match b {
+            b'\n' => true,
+            b'.' | b'!' | b'?' => {
+                next.is_none_or(|n| {
+                    n.is_ascii_whitespace() || matches!(n, b'"' | b'\'' | b')' | b'\\' | b'#' | b'<' | b'[')
+                }) && !abbreviation(&text[start..i])
+            }
+            b':' => next.is_none_or(|n| n.is_ascii_whitespace()),
+            // An escaped line break (`\n` in JSON or a quoted YAML string).
+            b'\\' => json || next == Some(b'n'),
+            b'"' => json,
+            _ => false,
+        };
+        if ends_sentence {
+            // A run of sentence punctuation ("!!!") stays with its sentence.
+            let mut end = i + 1;
+            while b != b'\n' && end < bytes.len() && matches!(bytes[end], b'.' | b'!' | b'?') {
+                end += 1;
+            }
+            let end = if matches!(b, b'"' | b'\\' | b'\n') { i } else { end };
+            push(start, end, line, b == b':', &mut w);
+            // A new line, or in JSON a new string: spans never cross either.
+            if b == b'\n' || (json && b == b'"') {
+                line += 1;
+            }
+            if b == b'\\' && i + 1 < bytes.len() {
+                // An escape: `\n` is a line break; the escaped byte is skipped.
+                line += usize::from(bytes[i + 1] == b'n');
+                i += 1;
+            }
+            start = if matches!(b, b'"' | b'\\' | b'\n') { i + 1 } else { end };
+            i = start.max(i + 1);
+            continue;
+        }
+        i += 1;
+    }
+    if start < text.len() {
+        push(start, text.len(), line, false, &mut w);
+    }
+    out
+}
+
+/// Whether a full stop ends an abbreviation ("e.g.", "Mr.", "No.") or a
+/// number, not a sentence.
+fn abbreviation(before: &str) -> bool {
+    let last = before.rsplit(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
+    matches!(
+        last.to_ascii_lowercase().as_str(),
+        "e.g" | "i.e" | "mr" | "mrs" | "ms" | "dr" | "st" | "no" | "vs" | "etc" | "inc" | "approx"
+    ) || (last.len() == 1 && last.bytes().all(|b| b.is_ascii_uppercase()))
+}
+
+impl Scanner<'_> {
+    fn score(&self, rule: Rule) -> f32 {
+        self.scores[rule as usize]
+    }
+
+    /// The spans of `text` to act on. `json`: the text is JSON (its strings'
+    /// bounds are respected).
+    pub fn scan(&self, text: &str, json: bool) -> Vec<Finding> {
+        let words = words(text);
+        let sentences = sentences(text, &words, json);
+        let regions = hidden::regions(text);
+        let mut scores: Vec<Score> = sentences.iter().map(|s| self.score_sentence(text, &words, s)).collect();
+        // Wrappers and hidden text raise what is in them, if it is an instruction at all.
+        for (s, score) in sentences.iter().zip(scores.iter_mut()) {
+            if score.score > 0.0 {
+                for region in regions.iter().filter(|r| r.start <= s.start && s.end <= r.end) {
+                    let rule = if region.kind == RegionKind::Envelope { Rule::Envelope } else { Rule::Hidden };
+                    if !score.rules.has(rule) {
+                        score.rules.add(rule);
+                        score.score += self.score(rule);
+                    }
+                }
+            }
+        }
+        // Labels and markers lend their score to the sentence they introduce.
+        for i in 1..scores.len() {
+            if scores[i - 1].prefix && sentences[i].line <= sentences[i - 1].line + 1 {
+                let (score, rules) = (scores[i - 1].score, scores[i - 1].rules);
+                scores[i].score += score;
+                scores[i].rules = scores[i].rules.union(rules);
+            }
+        }
+        // Two neighbouring sentences that each lean towards an instruction.
+        let flagged: Vec<bool> = (0..scores.len())
+            .map(|i| {
+                let near = |j: usize| {
+                    sentences[j].line == sentences[i].line
+                        && scores[j].score >= self.threshold / 2.0
+                        && scores[i].score + scores[j].score >= self.threshold * 1.3
+                };
+                scores[i].score >= self.threshold
+                    || (scores[i].score >= self.threshold / 2.0
+                        && ((i > 0 && near(i - 1)) || (i + 1 < scores.len() && near(i + 1))))
+            })
+            .collect();
+        let mut found = Vec::new();
+        for i in (0..sentences.len()).filter(|&i| flagged[i]) {
+            let (mut first, mut last) = (i, i);
+            while first > 0
+                && sentences[first - 1].line == sentences[i].line
+                && (scores[first - 1].prefix || scores[first - 1].score >= self.threshold * 0.3)
+            {
+                first -= 1;
+            }
+            if !json && first > 0 && scores[first - 1].prefix && sentences[first - 1].line + 1 >= sentences[first].line
+            {
+                first -= 1;
+            }
+            // The payload follows the trigger: the rest of its line (at most
+            // four sentences), and next lines while they carry instruction
+            // features or the line before ends with a colon.
+            while last + 1 < sentences.len() && last - i < 4 {
+                let next = &sentences[last + 1];
+                let same_line = next.line == sentences[last].line;
+                let continues = !json
+                    && next.line == sentences[last].line + 1
+                    && (scores[last + 1].score > 0.0 || sentences[last].colon);
+                if !(same_line || continues) || next.start - sentences[i].end > 1000 {
+                    break;
+                }
+                last += 1;
+            }
+            let (mut start, mut end) = (sentences[first].start, sentences[last].end);
+            // Inside a wrapper or a hidden element, the whole of it goes, and no more.
+            let around = regions.iter().filter(|r| r.start <= sentences[i].start && sentences[i].end <= r.end);
+            if let Some(outer) = around.min_by_key(|r| r.start) {
+                (start, end) = (outer.start, outer.end);
+            }
+            let (score, rules) = (first..=last)
+                .fold((0.0f32, Rules::default()), |(s, r), j| (s.max(scores[j].score), r.union(scores[j].rules)));
+            found.push(Finding { start, end, score, rules });
+        }
+        let mut whole = Vec::new();
+        self.whole_text_findings(text, json, &mut whole);
+        found.extend(whole.into_iter().filter(|f| f.score >= self.threshold));
+        merge(found)
+    }
+
+    /// Findings that need no sentence: tokens, tool-call syntax, leaking
+    /// links, encoded instructions.
+    fn whole_text_findings(&self, text: &str, json: bool, found: &mut Vec<Finding>) {
+        let single = |rule: Rule| {
+            let mut rules = Rules::default();
+            rules.add(rule);
+            rules
+        };
+        // A chat token opens a turn: it runs to the next token, or to the end
+        // of its paragraph.
+        let mut starts = [false; 256];
+        for first in self.markers.iter().filter_map(|m| m.bytes().next()) {
+            starts[first.to_ascii_lowercase() as usize] = true;
+            starts[first.to_ascii_uppercase() as usize] = true;
+        }
+        let bytes = text.as_bytes();
+        let mut tokens: Vec<(usize, usize)> = Vec::new();
+        for (at, _) in bytes.iter().enumerate().filter(|(_, b)| starts[**b as usize]) {
+            for marker in &self.markers {
+                let m = marker.as_bytes();
+                if bytes.len() - at >= m.len() && bytes[at..at + m.len()].eq_ignore_ascii_case(m) {
+                    tokens.push((at, at + m.len()));
+                }
+            }
+        }
+        for (k, &(start, end)) in tokens.iter().enumerate() {
+            // In JSON, a string's end is the end.
+            let stop = if json { "\"" } else { "\n\n" };
+            let paragraph = text[end..].find(stop).map_or(text.len(), |p| end + p);
+            let end = tokens.get(k + 1).map_or(paragraph, |next| next.0.min(paragraph)).max(end);
+            found.push(Finding { start, end, score: self.score(Rule::ChatMarker), rules: single(Rule::ChatMarker) });
+        }
+        // JSON text is data, not a model's tool call.
+        for marker in TOOL_CALL_MARKERS.iter().filter(|_| !json) {
+            if let Some(at) = find_ci(text, 0, marker) {
+                // The call syntax runs to the end of its line.
+                let end = text[at..].find('\n').map_or(text.len(), |e| at + e);
+                found.push(Finding {
+                    start: at,
+                    end,
+                    score: self.score(Rule::ToolCall),
+                    rules: single(Rule::ToolCall),
+                });
+            }
+        }
+        if self.score(Rule::Exfil) > 0.0 {
+            for (start, end) in hidden::exfil_links(text) {
+                found.push(Finding { start, end, score: self.score(Rule::Exfil), rules: single(Rule::Exfil) });
+            }
+        }
+        if self.score(Rule::Encoded) > 0.0 {
+            for (start, end, decoded) in hidden::base64_texts(text) {
+                let words = words(&decoded);
+                let inner = sentences(&decoded, &words, false)
+                    .iter()
+                    .map(|s| self.score_sentence(&decoded, &words, s))
+                    .fold(Score::default(), |a, b| if b.score > a.score { b } else { a });
+                if inner.score >= self.threshold / 2.0 {
+                    let mut rules = inner.rules;
+                    rules.add(Rule::Encoded);
+                    found.push(Finding { start, end, score: inner.score + self.score(Rule::Encoded), rules });
+                }
+            }
+        }
+    }
+
+    fn score_sentence(&self, text: &str, all: &[Word], s: &Sentence) -> Score {
+        let words = &all[s.first..s.last];
+        let plain = self.features(text, words, s, |w| w.classes);
+        let rot13_words = words.iter().filter(|w| w.rot13 != 0).count();
+        if rot13_words >= 2 && self.score(Rule::Encoded) > 0.0 {
+            let decoded = self.features(text, words, s, |w| w.classes | w.rot13);
+            if decoded.score > plain.score {
+                let mut rules = decoded.rules;
+                rules.add(Rule::Encoded);
+                return Score { score: decoded.score + self.score(Rule::Encoded), rules, prefix: false };
+            }
+        }
+        plain
+    }
+
+    fn features(&self, text: &str, words: &[Word], s: &Sentence, of: impl Fn(&Word) -> Classes) -> Score {
+        let mut out = Score::default();
+        let class = |i: usize, c: Class| words.get(i).is_some_and(|w| c.of(of(w)));
+        let is = |i: usize, word: &str| words.get(i).is_some_and(|w| text[w.start..w.end].eq_ignore_ascii_case(word));
+        let any = |c: Class| (0..words.len()).any(|i| class(i, c));
+        let near = |from: usize, len: usize, c: Class| (from..(from + len).min(words.len())).find(|&j| class(j, c));
+        let sentence = &text[s.start..s.end];
+
+        // Override: ignore … previous/your … instructions.
+        for i in (0..words.len()).filter(|&i| class(i, Class::OverrideVerb)) {
+            let prior = (i + 1..(i + 5).min(words.len())).find(|&j| class(j, Class::Prior) || class(j, Class::You));
+            if let Some(j) = prior {
+                let noun = near(j, 5, Class::InstructionNoun).is_some() || is(j + 1, "you") && is(j + 2, "were");
+                out.add(self, Rule::Override, if noun { 1.0 } else { 0.6 });
+            }
+        }
+        // A turn marker: `System:` at the sentence's start, or a bracketed one
+        // (`###(system_message)`, `[SYSTEM]`, `<system>`) anywhere in it; the
+        // sentence proper starts after it.
+        let role_at = |roles: &[&str], at: usize| {
+            let marker = sentence[at..].trim_start_matches(|c: char| c.is_whitespace() || "#*[(<>|-".contains(c));
+            let heading = sentence[at..].trim_start().starts_with(['#', '[']);
+            // A YAML key ("system:" with an indented block or `|` after it) is no turn.
+            let yaml_key = || {
+                let rest = &text[s.end..];
+                let line_end = rest.find('\n').unwrap_or(rest.len());
+                matches!(rest[..line_end].trim(), "" | "|" | ">" | "|-" | ">-")
+                    && rest[(line_end + 1).min(rest.len())..].starts_with([' ', '\t'])
+            };
+            let found = roles.iter().find_map(|r| {
+                (marker.len() >= r.len()
+                    && marker.as_bytes()[..r.len()].eq_ignore_ascii_case(r.as_bytes())
+                    && match marker.as_bytes().get(r.len()) {
+                        Some(b':' | b')' | b']' | b'>') => true,
+                        // "### Instruction" alone on its line.
+                        None => heading,
+                        _ => false,
+                    })
+                .then(|| (s.end - marker.len() + r.len() + 1).min(s.end))
+            });
+            found.filter(|_| !yaml_key())
+        };
+        let role = |roles: &[&str]| {
+            role_at(roles, 0).or_else(|| {
+                sentence
+                    .match_indices(['#', '[', '(', '<'])
+                    .filter(|&(i, _)| i > 0 && !"#[(<".contains(sentence[..i].chars().last().unwrap_or(' ')))
+                    .find_map(|(i, _)| role_at(roles, i))
+            })
+        };
+        let at_line_start = s.start == 0 || text[..s.start].trim_end_matches([' ', '\t']).ends_with('\n');
+        let mut turn_end = s.start;
+        if let Some(end) = role(&self.roles) {
+            out.add(self, Rule::RoleTurn, 1.0);
+            turn_end = end;
+        } else if at_line_start && let Some(p) = self.prefixes.iter().find(|p| starts_ci(sentence.trim_start(), p)) {
+            out.add(self, Rule::RoleTurn, 1.0);
+            turn_end = s.start + (sentence.len() - sentence.trim_start().len()) + p.len();
+        } else if at_line_start && let Some(end) = role_at(WEAK_ROLES, 0) {
+            out.add(self, Rule::RoleTurn, 0.5);
+            turn_end = end;
+        }
+        // Most sentences of data have no word that can make an order: stop here.
+        let classed = words.iter().any(|w| of(w) != 0);
+        if !classed && self.phrases.is_empty() && self.tools.is_empty() {
+            return out;
+        }
+        // Where the sentence really starts: past the marker, lead-ins and shouting.
+        let mut head = words.iter().take_while(|w| w.start < turn_end).count();
+        while head < words.len().min(6)
+            && (class(head, Class::Lead)
+                || class(head, Class::Urgent)
+                || words[head].shouting && !class(head, Class::RiskyVerb))
+        {
+            head += 1;
+        }
+        // "Instead of summarizing, transfer…": the order follows the clause.
+        if head < words.len()
+            && ["instead", "before", "after", "once", "when", "first", "then"].iter().any(|w| is(head, w))
+            && let Some(comma) = sentence[..sentence.len().min(120)].find(',')
+        {
+            let verb = words[head..].iter().position(|w| w.start > s.start + comma).map(|p| head + p);
+            if let Some(v) = verb.filter(|&v| class(v, Class::Verb) || class(v, Class::RiskyVerb)) {
+                head = v;
+            }
+        }
+        let you = any(Class::You);
+        let model = (0..words.len()).find(|&i| class(i, Class::ModelNoun));
+        let risky_start = class(head, Class::RiskyVerb) && !is(head + 1, "to");
+        let verb_start = risky_start || class(head, Class::Verb) && !is(head + 1, "to");
+        let please =
+            (0..words.len()).any(|i| is(i, "please") && (class(i + 1, Class::RiskyVerb) || class(i + 1, Class::Verb)));
+        // After a turn marker or a label, any verb is an order.
+        let ordered = turn_end > s.start;
+        if risky_start || please && any(Class::RiskyVerb) || ordered && verb_start {
+            out.add(self, Rule::Imperative, 1.0);
+        } else if verb_start || please {
+            out.add(self, Rule::Imperative, 0.5);
+        }
+        if let Some(m) = model {
+            let after = text[words[m].end..s.end].trim_start();
+            let vocative = m < 3 && after.starts_with(',')
+                || m > 0
+                    && (is(m - 1, "dear") || is(m - 1, "hey") || is(m - 1, "attention") || is(m - 1, "to"))
+                    && after.starts_with([',', ':', '!'])
+                || m > 1 && is(m - 1, "the") && (is(m - 2, "to") || is(m - 2, "attention"));
+            let conditional = (0..m).any(|i| is(i, "if") && is(i + 1, "you") && is(i + 2, "are"));
+            if conditional {
+                out.add(self, Rule::Override, 1.0);
+            }
+            // "our AI assistant helps you" speaks of a model, not to it.
+            let determined = m > 0
+                && ["our", "the", "this", "that", "an", "a", "my", "their", "your", "its", "his", "her"]
+                    .iter()
+                    .any(|d| is(m - 1, d))
+                && !(m > 1 && is(m - 1, "the") && is(m - 2, "you"));
+            if vocative || !determined && (you || verb_start || please) {
+                out.add(self, Rule::Addressed, if vocative { 1.5 } else { 1.0 });
+            }
+        }
+        // You must / should / need to / are required to.
+        if (0..words.len()).any(|i| class(i, Class::You) && near(i + 1, 2, Class::Modal).is_some()) {
+            out.add(self, Rule::Modal, 1.0);
+        }
+        // Redirection: each cue counts half, two or more count whole.
+        let fresh_task =
+            (0..words.len()).any(|i| class(i, Class::Fresh) && near(i + 1, 2, Class::InstructionNoun).is_some());
+        let respond_only = (0..words.len())
+            .any(|i| class(i, Class::Respond) && (i + 1..(i + 4).min(words.len())).any(|j| is(j, "only")));
+        let from_now_on = (0..words.len()).any(|i| is(i, "from") && is(i + 1, "now") && is(i + 2, "on"));
+        let you_are_now = (0..words.len()).any(|i| class(i, Class::You) && is(i + 1, "are") && is(i + 2, "now"));
+        let before_task = (0..words.len()).any(|i| {
+            (is(i, "before") || is(i, "after"))
+                && is(i + 1, "you")
+                && (i + 2..(i + 5).min(words.len())).any(|j| {
+                    class(j, Class::InstructionNoun)
+                        || class(j, Class::Respond)
+                        || ["continue", "proceed", "solve", "complete", "finish"].iter().any(|w| is(j, w))
+                })
+        });
+        let instead = any(Class::Instead) && (verb_start || you || any(Class::RiskyVerb));
+        let instead_order = instead && verb_start && is(0, "instead");
+        let cues = [fresh_task, respond_only, from_now_on, you_are_now, before_task, instead, instead_order]
+            .iter()
+            .filter(|c| **c)
+            .count();
+        if cues > 0 {
+            out.add(self, Rule::Redirect, if cues > 1 { 2.0 } else { 1.0 });
+        }
+        // An order: a risky verb anywhere in a sentence that speaks to the
+        // model, and "the user" spoken of in one.
+        let giving_orders = out.rules.has(Rule::Addressed)
+            || out.rules.has(Rule::Redirect)
+            || out.rules.has(Rule::Modal)
+            || out.rules.has(Rule::Override);
+        if giving_orders && any(Class::RiskyVerb) {
+            out.add(self, Rule::Imperative, 1.0);
+        }
+        if (giving_orders || out.rules.has(Rule::Imperative)) && any(Class::User) && !out.rules.has(Rule::Addressed) {
+            out.add(self, Rule::Addressed, 0.5);
+        }
+        // Secrecy.
+        let hush = (0..words.len()).any(|i| {
+            class(i, Class::Negation)
+                && near(i + 1, 3, Class::Inform).is_some()
+                && (near(i + 1, 6, Class::User).is_some() || near(i + 1, 4, Class::You).is_none())
+        });
+        if hush || any(Class::Stealth) {
+            out.add(self, Rule::Secrecy, 1.0);
+        }
+        // Urgency, shouted or punctuated.
+        if (0..words.len())
+            .any(|i| class(i, Class::Urgent) && (words[i].shouting || text[words[i].end..].starts_with(['!', ':'])))
+        {
+            out.add(self, Rule::Urgency, 1.0);
+        }
+        // A label: "TODO:", "Note to AI:", "New task:".
+        let for_model = model.is_some_and(|m| (1..=2).any(|k| m >= k && (is(m - k, "to") || is(m - k, "for"))));
+        let labelled = s.colon && words.len() <= 5 && (any(Class::Label) || for_model);
+        if labelled {
+            out.add(self, Rule::Label, 1.0);
+        }
+        // A destination for the data, in a sentence that gives an order.
+        let orders = out.rules.has(Rule::Imperative)
+            || out.rules.has(Rule::Addressed)
+            || out.rules.has(Rule::Override)
+            || out.rules.has(Rule::Redirect)
+            || out.rules.has(Rule::Modal);
+        if orders {
+            let capture = CAPTURE_HOSTS.iter().any(|h| find_ci(sentence, 0, h).is_some());
+            if capture || sink(sentence) {
+                out.add(self, Rule::Sink, 1.0);
+            }
+            if capture {
+                out.add(self, Rule::Exfil, 0.5);
+            }
+            let secret_path = ["~/.", "id_rsa", "/etc/passwd", ".env", "api key", "private key"]
+                .iter()
+                .any(|p| find_ci(sentence, 0, p).is_some());
+            if secret_path || any(Class::Secret) {
+                out.add(self, Rule::Sensitive, 1.0);
+            }
+        }
+        // A tool named to be called.
+        let tool = (0..words.len()).any(|i| {
+            let name = &text[words[i].start..words[i].end];
+            self.tools.iter().any(|t| t.eq_ignore_ascii_case(name))
+                || words[i].identifier
+                    && ((i > 0
+                        && (is(i - 1, "call")
+                            || is(i - 1, "invoke")
+                            || is(i - 1, "run")
+                            || is(i - 1, "use")
+                            || is(i - 1, "execute")
+                            || is(i - 1, "the") && i > 1 && (is(i - 2, "call") || is(i - 2, "use"))))
+                        || is(i + 1, "tool")
+                        || is(i + 1, "function"))
+        });
+        if tool && (orders || any(Class::RiskyVerb)) {
+            out.add(self, Rule::ToolMention, 1.0);
+        }
+        if !self.phrases.is_empty() {
+            let spans: Vec<(usize, usize)> = words.iter().map(|w| (w.start, w.end)).collect();
+            if self.phrases.iter().any(|p| p.occurs(text, &spans)) {
+                out.add(self, Rule::Phrase, 1.0);
+            }
+        }
+        let introduces = s.colon || sentence.trim_end().ends_with('!');
+        out.prefix = (labelled || out.rules.has(Rule::RoleTurn) || introduces && out.score > 0.0) && words.len() <= 4;
+        out
+    }
+}
+
+/// An e-mail address, a URL, a `mailto:`, or an IBAN-like account number.
+fn sink(sentence: &str) -> bool {
+    let bytes = sentence.as_bytes();
+    let email = bytes.windows(3).any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'@' && w[2].is_ascii_alphanumeric());
+    let url = find_ci(sentence, 0, "http://").is_some()
+        || find_ci(sentence, 0, "https://").is_some()
+        || find_ci(sentence, 0, "www.").is_some()
+        || find_ci(sentence, 0, "mailto:").is_some();
+    let iban = sentence.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+        w.len() >= 15
+            && w.len() <= 34
+            && w.as_bytes()[..2].iter().all(u8::is_ascii_uppercase)
+            && w.as_bytes()[2..4].iter().all(u8::is_ascii_digit)
+    });
+    email || url || iban
+}
+
+fn starts_ci(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len() && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Sort and merge overlapping findings.
+fn merge(mut found: Vec<Finding>) -> Vec<Finding> {
+    found.sort_by_key(|f| (f.start, f.end));
+    let mut merged: Vec<Finding> = Vec::with_capacity(found.len());
+    for f in found {
+        match merged.last_mut() {
+            Some(last) if f.start <= last.end => {
+                last.end = last.end.max(f.end);
+                last.score = last.score.max(f.score);
+                last.rules = last.rules.union(f.rules);
+            }
+            _ => merged.push(f),
+        }
+    }
+    merged
+}
