@@ -73,8 +73,8 @@ const fn set(classes: &[Class]) -> Classes {
     out
 }
 
-/// Every known word and its classes, sorted by byte order (a test checks),
-/// so a lookup is a binary search: a dozen comparisons per word of a text.
+/// Every known word and its classes, sorted by byte order (a test checks) so
+/// that a word appears once.
 const WORDS: &[(&str, Classes)] = &[
     ("abandon", set(&[OverrideVerb])),
     ("above", set(&[Prior])),
@@ -382,33 +382,84 @@ const WORDS: &[(&str, Classes)] = &[
     ("yourself", set(&[You])),
 ];
 
-/// For each first letter, the second letters known words have (a bit per
-/// letter): most words of a text are ruled out without a search.
-const PAIRS: [u32; 26] = {
-    let mut pairs = [0u32; 26];
+/// Slots of the lookup table: a power of two, over three times the words.
+const SLOTS: usize = 1024;
+
+/// FNV-1a, usable in a constant.
+const fn hash(bytes: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    h as usize
+}
+
+/// An open-addressing table over `WORDS`, built at compile time: slot →
+/// index into `WORDS` plus one (0: empty). A lookup hashes the word and
+/// compares it with one entry, most often none.
+const TABLE: [u16; SLOTS] = {
+    let mut table = [0u16; SLOTS];
     let mut i = 0;
     while i < WORDS.len() {
-        let w = WORDS[i].0.as_bytes();
-        if w.len() >= 2 && w[0].is_ascii_lowercase() && w[1].is_ascii_lowercase() {
-            pairs[(w[0] - b'a') as usize] |= 1 << (w[1] - b'a');
-        } else if w.len() >= 2 && w[0].is_ascii_lowercase() {
-            pairs[(w[0] - b'a') as usize] = u32::MAX;
+        let mut slot = hash(WORDS[i].0.as_bytes()) & (SLOTS - 1);
+        while table[slot] != 0 {
+            slot = (slot + 1) & (SLOTS - 1);
+        }
+        table[slot] = (i + 1) as u16;
+        i += 1;
+    }
+    table
+};
+
+/// The longest known word, in bytes: longer ones are not looked up.
+const LONGEST: usize = {
+    let (mut longest, mut i) = (0, 0);
+    while i < WORDS.len() {
+        if WORDS[i].0.len() > longest {
+            longest = WORDS[i].0.len();
         }
         i += 1;
     }
-    pairs
+    longest
 };
 
-/// The classes of a lowercased word (ASCII letters, digits, apostrophes).
+/// The classes of a lowercased word.
 pub fn classes(word: &str) -> Classes {
-    let w = word.as_bytes();
-    if w.len() >= 2 && w[0].is_ascii_lowercase() {
-        let second = if w[1].is_ascii_lowercase() { 1 << (w[1] - b'a') } else { u32::MAX };
-        if PAIRS[(w[0] - b'a') as usize] & second == 0 {
-            return 0;
+    lookup(word.as_bytes(), |b| b)
+}
+
+/// The classes of an ASCII word as `map` reads it (after lowercasing), with
+/// no copy: `map` is the identity, or rot13.
+pub fn classes_ascii(word: &[u8], map: impl Fn(u8) -> u8) -> Classes {
+    lookup(word, |b| map(b.to_ascii_lowercase()))
+}
+
+fn lookup(word: &[u8], map: impl Fn(u8) -> u8) -> Classes {
+    if word.len() > LONGEST {
+        return 0;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in word {
+        h ^= map(b) as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let mut slot = h as usize & (SLOTS - 1);
+    loop {
+        match TABLE[slot] {
+            0 => return 0,
+            i => {
+                let (known, classes) = WORDS[i as usize - 1];
+                let known = known.as_bytes();
+                if known.len() == word.len() && known.iter().zip(word).all(|(k, &w)| *k == map(w)) {
+                    return classes;
+                }
+                slot = (slot + 1) & (SLOTS - 1);
+            }
         }
     }
-    WORDS.binary_search_by(|(w, _)| w.as_bytes().cmp(word.as_bytes())).map_or(0, |i| WORDS[i].1)
 }
 
 #[cfg(test)]

@@ -274,7 +274,13 @@ impl<'a> Sanitize<'a> {
         if config.datamark.is_empty() || config.datamark.contains(char::is_whitespace) {
             problems.push("datamark: must be one or more characters that are not white space".into());
         }
+        let mut marker_starts = [false; 256];
+        for first in markers.iter().filter_map(|m| m.bytes().next()) {
+            marker_starts[first.to_ascii_lowercase() as usize] = true;
+            marker_starts[first.to_ascii_uppercase() as usize] = true;
+        }
         let scanner = Scanner {
+            marker_starts,
             scores,
             // Scores are sums of decimals: 0.7 + 0.3 must reach 1.
             threshold: config.threshold - 1e-4,

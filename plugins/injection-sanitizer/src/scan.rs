@@ -17,7 +17,7 @@
 
 use crate::{
     hidden::{self, RegionKind, find_ci},
-    lexicon::{Class, Classes, classes},
+    lexicon::{self, Class, Classes},
     phrase::Phrase,
 };
 
@@ -227,6 +227,8 @@ pub struct Scanner<'a> {
     pub scores: [f32; 20],
     pub threshold: f32,
     pub markers: Vec<&'a str>,
+    /// Bytes (either case) that start some marker.
+    pub marker_starts: [bool; 256],
     pub roles: Vec<&'a str>,
     /// Extra line prefixes from the config (a fake turn of the deployment's own).
     pub prefixes: Vec<&'a str>,
@@ -286,6 +288,32 @@ impl Score {
 fn words(text: &str) -> Vec<Word> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
+    if text.is_ascii() {
+        // The common case, byte by byte.
+        let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let mut i = 0;
+        while i < bytes.len() {
+            if !word_byte(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() {
+                let b = bytes[i];
+                let apostrophe = b == b'\'' && bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic);
+                let acronym_ends = b.is_ascii_uppercase()
+                    && i - start >= 2
+                    && bytes[i - 2..i].iter().all(u8::is_ascii_uppercase)
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+                if !(word_byte(b) || apostrophe) || acronym_ends {
+                    break;
+                }
+                i += 1;
+            }
+            out.push(word(text, start, i, bytes));
+        }
+        return out;
+    }
     let mut chars = text.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
         if !(c.is_alphanumeric() || c == '_') {
@@ -313,40 +341,36 @@ fn words(text: &str) -> Vec<Word> {
 }
 
 fn word(text: &str, start: usize, end: usize, bytes: &[u8]) -> Word {
-    let raw = &text[start..end];
-    let mut buf = [0u8; 24];
-    let (classes, rot13) = if raw.len() <= buf.len() && raw.is_ascii() {
-        for (b, r) in buf.iter_mut().zip(raw.bytes()) {
-            *b = r.to_ascii_lowercase();
-        }
-        let lower = std::str::from_utf8(&buf[..raw.len()]).unwrap_or_default();
-        let own = classes(lower);
-        let rot13 = if own == 0 && raw.bytes().all(|b| b.is_ascii_alphabetic()) && raw.len() > 2 {
-            let mut rot = [0u8; 24];
-            for (r, b) in rot.iter_mut().zip(lower.bytes()) {
-                *r = (b - b'a' + 13) % 26 + b'a';
-            }
-            classes(std::str::from_utf8(&rot[..raw.len()]).unwrap_or_default())
+    let raw = &bytes[start..end];
+    // One pass for the word's shape.
+    let (mut lower, mut upper_after_first, mut underscore, mut letters) = (false, false, false, true);
+    for (i, &b) in raw.iter().enumerate() {
+        lower |= b.is_ascii_lowercase();
+        upper_after_first |= i > 0 && b.is_ascii_uppercase();
+        underscore |= b == b'_';
+        letters &= b.is_ascii_alphabetic();
+    }
+    let (classes, rot13) = if raw.is_ascii() {
+        let own = lexicon::classes_ascii(raw, |b| b);
+        let rot13 = if own == 0 && letters && raw.len() > 2 {
+            lexicon::classes_ascii(raw, |b| (b.to_ascii_lowercase() - b'a' + 13) % 26 + b'a')
         } else {
             0
         };
         (own, rot13)
-    } else if raw.is_ascii() {
-        (0, 0)
     } else {
-        (classes(&raw.to_lowercase().replace('’', "'")), 0)
+        (lexicon::classes(&text[start..end].to_lowercase().replace('\u{2019}', "'")), 0)
     };
     // "External_Ignore": a capitalised word glued on with `_` keeps its meaning.
-    let classes = match raw.rsplit_once('_') {
+    let classes = match text[start..end].rsplit_once('_') {
         Some((_, last)) if classes == 0 && last.starts_with(|c: char| c.is_ascii_uppercase()) => {
             word(text, end - last.len(), end, bytes).classes
         }
         _ => classes,
     };
-    let has_lower = raw.bytes().any(|b| b.is_ascii_lowercase());
-    let identifier = (raw.contains('_') && has_lower && raw.bytes().any(|b| b.is_ascii_alphabetic()))
-        || (bytes[start].is_ascii_lowercase() && raw.bytes().skip(1).any(|b| b.is_ascii_uppercase()) && raw.len() > 4);
-    let shouting = raw.len() >= 2 && !has_lower && raw.bytes().all(|b| b.is_ascii_uppercase());
+    let identifier =
+        (underscore && lower && !letters) || (raw[0].is_ascii_lowercase() && upper_after_first && raw.len() > 4);
+    let shouting = raw.len() >= 2 && letters && !lower;
     Word { start, end, classes, rot13, identifier, shouting }
 }
 
@@ -432,6 +456,15 @@ impl Scanner<'_> {
     /// bounds are respected).
     pub fn scan(&self, text: &str, json: bool) -> Vec<Finding> {
         let words = words(text);
+        // Most strings of data hold no word of an order, no markup, no token
+        // and no run long enough to be base64: nothing to cut into sentences.
+        let plain = words.iter().all(|w| w.classes == 0 && w.rot13 == 0 && w.end - w.start < 20)
+            && self.phrases.is_empty()
+            && self.tools.is_empty()
+            && !text.bytes().any(|b| matches!(b, b'<' | b'[' | b'#' | b'(' | b'{') || self.marker_starts[b as usize]);
+        if plain {
+            return Vec::new();
+        }
         let sentences = sentences(text, &words, json);
         let regions = hidden::regions(text);
         let mut scores: Vec<Score> = sentences.iter().map(|s| self.score_sentence(text, &words, s)).collect();
@@ -521,14 +554,9 @@ impl Scanner<'_> {
         };
         // A chat token opens a turn: it runs to the next token, or to the end
         // of its paragraph.
-        let mut starts = [false; 256];
-        for first in self.markers.iter().filter_map(|m| m.bytes().next()) {
-            starts[first.to_ascii_lowercase() as usize] = true;
-            starts[first.to_ascii_uppercase() as usize] = true;
-        }
         let bytes = text.as_bytes();
         let mut tokens: Vec<(usize, usize)> = Vec::new();
-        for (at, _) in bytes.iter().enumerate().filter(|(_, b)| starts[**b as usize]) {
+        for (at, _) in bytes.iter().enumerate().filter(|(_, b)| self.marker_starts[**b as usize]) {
             for marker in &self.markers {
                 let m = marker.as_bytes();
                 if bytes.len() - at >= m.len() && bytes[at..at + m.len()].eq_ignore_ascii_case(m) {
