@@ -185,6 +185,13 @@ fn on_call_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) {
 }
 
 /// On-result chains of 1, 4 and 8 plugins.
+/// Each result plugin of the quick-start chain alone, instantiation included.
+#[divan::bench(args = ["tenant-filter", "injection-sanitizer"], consts = SIZES)]
+fn on_result_alone<const BYTES: usize>(bencher: divan::Bencher, plugin: &str) {
+    let link = quickstart().links().iter().find(|l| l.plugin.name() == plugin).unwrap().clone();
+    bench_on_result(bencher, &Chain::new(vec![link]), BYTES);
+}
+
 #[divan::bench(args = [1, 4, 8], consts = SIZES)]
 fn on_result_chain<const BYTES: usize>(bencher: divan::Bencher, plugins: usize) {
     let chain = result_chain(plugins);

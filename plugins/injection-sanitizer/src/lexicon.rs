@@ -52,6 +52,10 @@ pub enum Class {
     Stealth = 1 << 17,
     /// password, credentials, secrets, token, api key, ssh, id_rsa, env…
     Secret = 1 << 18,
+    /// admin, developer, system_message: role words with no other class
+    /// (the others — system, assistant, user… — have one), so that a
+    /// sentence holding only a turn marker still counts as classed.
+    Role = 1 << 19,
 }
 
 impl Class {
@@ -83,6 +87,7 @@ const WORDS: &[(&str, Classes)] = &[
     ("actual", set(&[Fresh])),
     ("add", set(&[Verb])),
     ("additionally", set(&[Lead])),
+    ("admin", set(&[Role])),
     ("afterwards", set(&[Lead])),
     ("agent", set(&[ModelNoun])),
     ("ai", set(&[ModelNoun])),
@@ -139,6 +144,7 @@ const WORDS: &[(&str, Classes)] = &[
     ("curl", set(&[RiskyVerb])),
     ("delete", set(&[RiskyVerb])),
     ("describe", set(&[Verb])),
+    ("developer", set(&[Role])),
     ("dimentica", set(&[OverrideVerb])),
     ("directions", set(&[InstructionNoun])),
     ("directives", set(&[InstructionNoun])),
@@ -338,6 +344,7 @@ const WORDS: &[(&str, Classes)] = &[
     ("sudo", set(&[RiskyVerb])),
     ("summarize", set(&[Verb])),
     ("system", set(&[Prior])),
+    ("system_message", set(&[Role])),
     ("task", set(&[InstructionNoun, Label])),
     ("tasks", set(&[InstructionNoun, Label])),
     ("tell", set(&[Verb, Inform])),

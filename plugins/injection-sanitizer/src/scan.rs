@@ -539,14 +539,16 @@ impl Scanner<'_> {
             found.push(Finding { start, end, score, rules });
         }
         let mut whole = Vec::new();
-        self.whole_text_findings(text, json, &mut whole);
+        // Base64 of a sentence is one long run, or a few split by `+` and `/`.
+        let long_word = words.iter().any(|w| w.end - w.start >= 16);
+        self.whole_text_findings(text, json, long_word, &mut whole);
         found.extend(whole.into_iter().filter(|f| f.score >= self.threshold));
         merge(found)
     }
 
     /// Findings that need no sentence: tokens, tool-call syntax, leaking
     /// links, encoded instructions.
-    fn whole_text_findings(&self, text: &str, json: bool, found: &mut Vec<Finding>) {
+    fn whole_text_findings(&self, text: &str, json: bool, long_word: bool, found: &mut Vec<Finding>) {
         let single = |rule: Rule| {
             let mut rules = Rules::default();
             rules.add(rule);
@@ -589,7 +591,7 @@ impl Scanner<'_> {
                 found.push(Finding { start, end, score: self.score(Rule::Exfil), rules: single(Rule::Exfil) });
             }
         }
-        if self.score(Rule::Encoded) > 0.0 {
+        if self.score(Rule::Encoded) > 0.0 && long_word {
             for (start, end, decoded) in hidden::base64_texts(text) {
                 let words = words(&decoded);
                 let inner = sentences(&decoded, &words, false)
@@ -636,6 +638,12 @@ impl Scanner<'_> {
                 out.add(self, Rule::Override, if noun { 1.0 } else { 0.6 });
             }
         }
+        // Most sentences of data have no word that can make an order (role
+        // words included): stop here.
+        let classed = words.iter().any(|w| of(w) != 0);
+        if !classed && self.phrases.is_empty() && self.tools.is_empty() && self.prefixes.is_empty() {
+            return out;
+        }
         // A turn marker: `System:` at the sentence's start, or a bracketed one
         // (`###(system_message)`, `[SYSTEM]`, `<system>`) anywhere in it; the
         // sentence proper starts after it.
@@ -681,11 +689,6 @@ impl Scanner<'_> {
         } else if at_line_start && let Some(end) = role_at(WEAK_ROLES, 0) {
             out.add(self, Rule::RoleTurn, 0.5);
             turn_end = end;
-        }
-        // Most sentences of data have no word that can make an order: stop here.
-        let classed = words.iter().any(|w| of(w) != 0);
-        if !classed && self.phrases.is_empty() && self.tools.is_empty() {
-            return out;
         }
         // Where the sentence really starts: past the marker, lead-ins and shouting.
         let mut head = words.iter().take_while(|w| w.start < turn_end).count();
