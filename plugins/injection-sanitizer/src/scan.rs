@@ -16,7 +16,7 @@
 //! but the word and sentence lists.
 
 use crate::{
-    hidden::{self, RegionKind, find_ci},
+    hidden::{self, Region, RegionKind, find_ci},
     lexicon::{self, Class, Classes},
     phrase::Phrase,
 };
@@ -438,6 +438,28 @@ fn sentences(text: &str, words: &[Word], json: bool) -> Vec<Sentence> {
     out
 }
 
+/// Cut sentences where a region (a comment, a hidden element, a wrapper)
+/// starts or ends, so a sentence is wholly inside a region or outside it.
+fn split_at_regions(sentences: Vec<Sentence>, regions: &[Region], words: &[Word]) -> Vec<Sentence> {
+    if regions.is_empty() {
+        return sentences;
+    }
+    let mut cuts: Vec<usize> = regions.iter().flat_map(|r| [r.start, r.end]).collect();
+    cuts.sort_unstable();
+    let mut out = Vec::with_capacity(sentences.len());
+    for s in sentences {
+        let mut rest = s;
+        for &cut in cuts.iter().filter(|&&c| s.start < c && c < s.end) {
+            let split = rest.first + words[rest.first..rest.last].iter().take_while(|w| w.start < cut).count();
+            out.push(Sentence { end: cut, last: split, colon: false, ..rest });
+            rest = Sentence { start: cut, first: split, ..rest };
+        }
+        out.push(rest);
+    }
+    out.retain(|s| s.first < s.last || s.end > s.start);
+    out
+}
+
 /// Whether a full stop ends an abbreviation ("e.g.", "Mr.", "No.") or a
 /// number, not a sentence.
 fn abbreviation(before: &str) -> bool {
@@ -466,8 +488,8 @@ impl Scanner<'_> {
         if plain {
             return Vec::new();
         }
-        let sentences = sentences(text, &words, json);
         let regions = hidden::regions(text);
+        let sentences = split_at_regions(sentences(text, &words, json), &regions, &words);
         let mut scores: Vec<Score> = sentences.iter().map(|s| self.score_sentence(text, &words, s)).collect();
         // Wrappers and hidden text raise what is in them, if it is an instruction at all.
         // (More than a plain verb: "<!-- TODO: add a section -->" is a note.)
