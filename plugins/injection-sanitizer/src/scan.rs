@@ -285,6 +285,20 @@ impl Score {
     }
 }
 
+/// How many bytes the escape sequence at `i` spans (`\n`, `\"`, `\u00e9`),
+/// if there is one: its letters are not part of the next word ("\nIgnore"
+/// is "Ignore").
+fn escape_len(bytes: &[u8], i: usize) -> Option<usize> {
+    if bytes.get(i) != Some(&b'\\') {
+        return None;
+    }
+    match bytes.get(i + 1)? {
+        b'n' | b't' | b'r' | b'b' | b'f' | b'"' | b'\\' | b'/' => Some(2),
+        b'u' if bytes.len() >= i + 6 && bytes[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit) => Some(6),
+        _ => None,
+    }
+}
+
 /// Word characters: letters, digits, `_`, and an apostrophe inside a word.
 fn words(text: &str) -> Vec<Word> {
     let bytes = text.as_bytes();
@@ -294,6 +308,10 @@ fn words(text: &str) -> Vec<Word> {
         let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         let mut i = 0;
         while i < bytes.len() {
+            if let Some(len) = escape_len(bytes, i) {
+                i += len;
+                continue;
+            }
             if !word_byte(bytes[i]) {
                 i += 1;
                 continue;
@@ -317,6 +335,13 @@ fn words(text: &str) -> Vec<Word> {
     }
     let mut chars = text.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
+        if let Some(len) = escape_len(bytes, start) {
+            // The escape's other characters are ASCII: one per byte.
+            for _ in 1..len {
+                chars.next();
+            }
+            continue;
+        }
         if !(c.is_alphanumeric() || c == '_') {
             continue;
         }

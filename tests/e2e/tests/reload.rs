@@ -22,7 +22,7 @@ fn component(name: &str) -> PathBuf {
 }
 
 /// Chain version `v`: two sanitizer components (files), each redacting one
-/// word with a marker naming the version, and a plugin that stamps the
+/// phrase (and its line) with a marker naming the version, and a plugin that stamps the
 /// version on the arguments (on-call) and on the result (on-result). A
 /// response marked by all four shows which version decided it, whole.
 fn chain(v: &str) -> String {
@@ -90,10 +90,12 @@ args = ["{{root}}/tests/e2e/fakes/stdio_server.py"]
     ))
 }
 
-/// Which version decided an echo of "alpha beta": `Ok("A")`, or what was wrong.
+/// Which version decided an echo of "alpha" and "beta" (on two lines: the
+/// sanitizer redacts a phrase with the rest of its line, and each of the two
+/// must find its own): `Ok("A")`, or what was wrong.
 async fn version(warden: &Warden, id: u64) -> Result<String, String> {
     let reply =
-        warden.modern(&[], id, "tools/call", json!({"name": "echo", "arguments": {"text": "alpha beta"}})).await;
+        warden.modern(&[], id, "tools/call", json!({"name": "echo", "arguments": {"text": "alpha\nbeta"}})).await;
     if reply.status != 200 {
         return Err(format!("HTTP {}: {}", reply.status, reply.body));
     }
