@@ -19,14 +19,16 @@ fn stated(row: &str) -> (f64, f64, f64) {
     (cells[0], cells[1], cells[2])
 }
 
+/// Run `warden policy eval` on the quick-start chain over `corpus`.
+fn eval_command(corpus: &std::path::Path, json: bool) -> std::process::Output {
+    let mut command = Command::new(bin("warden"));
+    command.args(["policy", "eval", "--chain"]).arg(root().join("policies/quickstart.toml"));
+    command.arg("--corpus").arg(corpus).args(json.then_some("--json"));
+    command.output().unwrap()
+}
+
 fn eval(corpus: &std::path::Path) -> Value {
-    let output = Command::new(bin("warden"))
-        .args(["policy", "eval", "--json", "--chain"])
-        .arg(root().join("policies/quickstart.toml"))
-        .arg("--corpus")
-        .arg(corpus)
-        .output()
-        .unwrap();
+    let output = eval_command(corpus, true);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -63,34 +65,20 @@ fn the_sanitizer_holds_its_stated_rates() {
 #[test]
 fn a_bad_corpus_is_refused_with_its_line() {
     let dir = Scratch::new("corpus");
-    std::fs::write(
-        dir.path().join("cases.jsonl"),
-        "{\"id\": \"a\", \"technique\": \"t\", \"text\": \"hello\"}\n{\"id\": \"b\"}\n",
-    )
-    .unwrap();
-    let output = Command::new(bin("warden"))
-        .args(["policy", "eval", "--chain"])
-        .arg(root().join("policies/quickstart.toml"))
-        .arg("--corpus")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cases.jsonl:2: not a corpus case"), "{stderr}");
-
-    std::fs::write(
-        dir.path().join("cases.jsonl"),
-        "{\"id\": \"a\", \"technique\": \"t\", \"text\": \"hello\", \"payload\": \"not in the text\"}\n",
-    )
-    .unwrap();
-    let output = Command::new(bin("warden"))
-        .args(["policy", "eval", "--chain"])
-        .arg(root().join("policies/quickstart.toml"))
-        .arg("--corpus")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cases.jsonl:1: the payload must be a non-empty part of the text"), "{stderr}");
+    for (cases, problem) in [
+        (
+            "{\"id\": \"a\", \"technique\": \"t\", \"text\": \"hello\"}\n{\"id\": \"b\"}\n",
+            "cases.jsonl:2: not a corpus case",
+        ),
+        (
+            "{\"id\": \"a\", \"technique\": \"t\", \"text\": \"hello\", \"payload\": \"not in the text\"}\n",
+            "cases.jsonl:1: the payload must be a non-empty part of the text",
+        ),
+    ] {
+        std::fs::write(dir.path().join("cases.jsonl"), cases).unwrap();
+        let output = eval_command(dir.path(), false);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+    }
 }
