@@ -234,7 +234,7 @@ fn peers() -> Result<PathBuf, String> {
 
 /// Download AgentDojo's wheel and build the corpus cases from it into
 /// `<peers>/corpus/agentdojo`, unless a stamp says it was built from the same
-/// version and script.
+/// version and the same corpus folder (the builder script lives there).
 fn agentdojo_corpus(peers: &Path) -> Result<(), String> {
     let out = peers.join("corpus/agentdojo");
     let script = root().join("plugins/injection-sanitizer/corpus/agentdojo.py");
