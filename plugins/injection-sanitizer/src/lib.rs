@@ -32,7 +32,7 @@
 //! ```
 //!
 //! - `threshold`: the score at which a sentence is acted on.
-//! - `rules`: scores by rule name (see [`scan::Rule`]), replacing the
+//! - `rules`: scores by rule name (the table in `README.md`), replacing the
 //!   defaults; 0 turns a rule off.
 //! - `tools`: tool names whose mention in an order counts (`tool-mention`),
 //!   besides any snake_case name after "call"/"use"/"invoke" or before "tool".
