@@ -528,24 +528,7 @@ impl<F: Fn(&Word) -> Classes> View<'_, F> {
     /// Whether word `i` names a model at work on the text: "summarizing",
     /// "processing"…
     fn working(&self, i: usize) -> bool {
-        [
-            "summarizing",
-            "summarising",
-            "answering",
-            "responding",
-            "processing",
-            "reading",
-            "analyzing",
-            "analysing",
-            "replying",
-            "generating",
-            "translating",
-            "reviewing",
-            "evaluating",
-            "parsing",
-        ]
-        .iter()
-        .any(|w| self.is(i, w))
+        self.class(i, Class::Working)
     }
 }
 
@@ -799,6 +782,7 @@ impl Scanner<'_> {
             Class::Stealth,
             Class::Urgent,
             Class::Role,
+            Class::Working,
             Class::RiskyVerb,
             Class::Respond,
             Class::InstructionNoun,
