@@ -203,6 +203,16 @@ pub struct ListFile {
     tools: Vec<ToolFile>,
 }
 
+/// The files in `dir` whose extension is `extension`, sorted by name.
+fn files(dir: &std::path::Path, extension: &str) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -45,12 +45,7 @@ pub struct Case {
 
 /// Read every `*.jsonl` file in `dir`, in name order.
 pub fn load(dir: &Path) -> Result<Vec<Case>, String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
+    let files = super::files(dir, "jsonl").map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut cases = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;

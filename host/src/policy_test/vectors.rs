@@ -75,12 +75,7 @@ impl VectorOutcome {
 
 /// The vector files in `dir` (`*.json`), sorted by name.
 pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    Ok(files)
+    super::files(dir, "json")
 }
 
 /// Run one vector file against `plugin`. `Err` means the file itself is
