@@ -222,6 +222,17 @@ fn a_rewrite_that_is_not_json_is_refused() {
 }
 
 #[test]
+fn a_rewrite_that_is_not_an_object_is_refused() {
+    let plugin = hostile(Limits::default());
+    let err = on_call_failure(&plugin, "not-an-object");
+    assert_eq!(err.failure, Failure::BadOutput("arguments that are not a JSON object".into()));
+    let output = json!({"content": []}).to_string();
+    let err = plugin.on_result(&behave("not-an-object"), &call(json!({})), &output).unwrap_err();
+    assert_eq!(err.failure, Failure::BadOutput("result that are not a JSON object".into()));
+    still_serves(&plugin);
+}
+
+#[test]
 fn a_listing_of_the_wrong_length_is_refused() {
     let plugin = hostile(Limits::default());
     let request = ListRequest { request_id: "r".into(), session_id: None, principal: call(json!({})).principal };

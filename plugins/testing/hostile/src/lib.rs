@@ -38,6 +38,8 @@ enum Behavior {
     HugeOutput,
     /// Return a rewrite that is not JSON.
     InvalidJson,
+    /// Return a rewrite that is JSON but not an object.
+    NotAnObject,
     /// Return the wrong number of listing verdicts.
     WrongLength,
     /// Try to reach outside the sandbox (files, environment, network, clock)
@@ -189,6 +191,9 @@ impl CallPolicy for Hostile {
             Behavior::InvalidJson => {
                 CallVerdict::Rewrite(warden_policy_sdk::Rewrite { json: "{not json".into(), note: String::new() })
             }
+            Behavior::NotAnObject => {
+                CallVerdict::Rewrite(warden_policy_sdk::Rewrite { json: " [1, 2]".into(), note: String::new() })
+            }
             Behavior::ProbeSandbox => CallVerdict::deny("probe", probe().to_string()),
             Behavior::Count => {
                 let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -214,6 +219,9 @@ impl ResultPolicy for Hostile {
             }
             Behavior::InvalidJson => {
                 ResultVerdict::Rewrite(warden_policy_sdk::Rewrite { json: "[1, 2".into(), note: String::new() })
+            }
+            Behavior::NotAnObject => {
+                ResultVerdict::Rewrite(warden_policy_sdk::Rewrite { json: "\"text\"".into(), note: String::new() })
             }
             _ => ResultVerdict::Allow,
         }
