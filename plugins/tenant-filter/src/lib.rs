@@ -22,6 +22,7 @@
 //! foreign record that is not in an array cannot be removed without changing
 //! the result's shape, so the whole result is withheld.
 
+use jiter::{Jiter, Peek};
 use serde::Deserialize;
 use warden_policy_sdk::{Call, Policy, ResultPolicy, ResultVerdict, Value};
 
@@ -52,6 +53,9 @@ impl Policy for TenantFilter {
         if config.fields.is_empty() {
             problems.push("fields: must name at least one field".to_owned());
         }
+        if config.fields.len() > MAX_FIELDS {
+            problems.push(format!("fields: at most {MAX_FIELDS}"));
+        }
         for (i, field) in config.fields.iter().enumerate() {
             if field.split('.').any(str::is_empty) {
                 problems.push(format!("fields[{i}]: {field:?} is not a key or a dotted path"));
@@ -72,97 +76,324 @@ pub struct Filtered {
     pub unparsed: usize,
 }
 
+impl Filtered {
+    fn add(&mut self, other: Filtered) {
+        self.dropped += other.dropped;
+        self.unremovable |= other.unremovable;
+        self.unparsed += other.unparsed;
+    }
+}
+
+/// JSON this policy cannot read, and why.
+#[derive(Debug)]
+pub struct Unreadable(String);
+
+impl From<jiter::JiterError> for Unreadable {
+    fn from(e: jiter::JiterError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Deeper than this is refused, as `serde_json` refuses it.
+const MAX_DEPTH: usize = 128;
+
+/// Fields are bits of a `u64`.
+const MAX_FIELDS: usize = 64;
+
+/// A value's text after filtering.
+enum Out {
+    /// As it was: the source text stands.
+    Same,
+    /// Rewritten.
+    Changed(String),
+}
+
+/// What a record's scalar tenant fields said, field by field (bit `i` is
+/// `fields[i]`).
+#[derive(Default)]
+struct Owners {
+    /// The object has a member named by the field's first key.
+    seen: u64,
+    /// The field held a scalar (null included), read in passing.
+    read: u64,
+    /// ... and it was not null.
+    present: u64,
+    /// ... and it named another tenant.
+    foreign: u64,
+}
+
+/// The filter reads JSON text with `jiter`, a pull parser, and writes back
+/// only what changed: no tree is built, and untouched text (its formatting
+/// too) is copied as it stands.
 struct Filter<'a> {
     fields: Vec<Vec<&'a str>>,
+    /// Fields that are a single key, as bits.
+    flat: u64,
     tenant: Option<&'a str>,
 }
 
-impl Filter<'_> {
-    /// The tenant a record names, if it is a record.
-    fn owner(&self, object: &serde_json::Map<String, Value>) -> Option<String> {
-        self.fields.iter().find_map(|path| {
-            let (last, parents) = path.split_last()?;
-            let mut map = object;
-            for key in parents {
-                map = map.get(*key)?.as_object()?;
-            }
-            match map.get(*last)? {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        })
+impl<'a> Filter<'a> {
+    fn new(config: &'a Config, tenant: Option<&'a str>) -> Self {
+        let fields: Vec<Vec<&str>> = config.fields.iter().take(MAX_FIELDS).map(|f| f.split('.').collect()).collect();
+        let flat = fields.iter().enumerate().filter(|(_, f)| f.len() == 1).fold(0, |bits, (i, _)| bits | 1 << i);
+        Self { fields, flat, tenant }
     }
 
-    fn foreign(&self, value: &Value) -> bool {
-        let Some(object) = value.as_object() else { return false };
-        match self.owner(object) {
-            Some(owner) => self.tenant != Some(owner.as_str()),
-            None => false,
+    /// Whether a tenant field's value, as text, names another tenant.
+    fn names_other(&self, owner: &str) -> bool {
+        self.tenant != Some(owner)
+    }
+
+    /// The fields whose first key is `key`, as bits.
+    fn fields_at(&self, key: &str) -> u64 {
+        self.fields.iter().enumerate().filter(|(_, f)| f[0] == key).fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+
+    /// Filter the JSON text `json`. A foreign record at its top cannot be
+    /// removed.
+    fn text(&self, json: &str, found: &mut Filtered) -> Result<Out, Unreadable> {
+        let mut parser = Jiter::new(json.as_bytes());
+        let peek = parser.peek()?;
+        let (out, foreign) = self.value(&mut parser, json, peek, 0, found)?;
+        parser.finish()?;
+        found.unremovable |= foreign;
+        Ok(out)
+    }
+
+    /// Filter the value that starts at the parser (`peek` is its first
+    /// byte). Also says whether it is a record of another tenant, which the
+    /// caller removes (from an array) or cannot (anywhere else).
+    fn value(
+        &self,
+        parser: &mut Jiter,
+        src: &str,
+        peek: Peek,
+        depth: usize,
+        found: &mut Filtered,
+    ) -> Result<(Out, bool), Unreadable> {
+        if depth > MAX_DEPTH {
+            return Err(Unreadable(format!("nested more than {MAX_DEPTH} levels deep")));
+        }
+        match peek {
+            Peek::Array => Ok((self.array(parser, src, depth, found)?, false)),
+            Peek::Object => self.object(parser, src, depth, found),
+            _ => {
+                parser.known_skip(peek)?;
+                Ok((Out::Same, false))
+            }
         }
     }
 
-    /// Filter `value` in place. `in_text` marks a value parsed from text content.
-    fn filter(&self, value: &mut Value, found: &mut Filtered) {
-        match value {
-            Value::Array(items) => {
-                let before = items.len();
-                items.retain(|item| !self.foreign(item));
-                found.dropped += before - items.len();
-                items.iter_mut().for_each(|item| self.filter(item, found));
+    /// An array loses its foreign records. Rewritten, it keeps the source's
+    /// spacing: what led its first element, separated its first two, and
+    /// trailed its last.
+    fn array(&self, parser: &mut Jiter, src: &str, depth: usize, found: &mut Filtered) -> Result<Out, Unreadable> {
+        let open = parser.current_index();
+        let mut kept: Vec<(usize, usize, Out)> = Vec::new();
+        let (mut first, mut last, mut separator) = (None, 0, None);
+        let mut changed = false;
+        let mut next = parser.known_array()?;
+        while let Some(peek) = next {
+            let start = parser.current_index();
+            if separator.is_none() && first.is_some() {
+                separator = Some(&src[last..start]);
             }
-            Value::Object(map) => {
-                for (key, child) in map.iter_mut() {
-                    if self.foreign(child) {
-                        found.unremovable = true;
-                    } else if key == "text" && child.is_string() {
-                        self.filter_text(child, found);
-                    } else {
-                        self.filter(child, found);
+            first.get_or_insert(start);
+            // What a removed record holds does not count.
+            let mut inside = Filtered::default();
+            let (out, foreign) = self.value(parser, src, peek, depth + 1, &mut inside)?;
+            last = parser.current_index();
+            if foreign {
+                found.dropped += 1;
+                changed = true;
+            } else {
+                found.add(inside);
+                changed |= matches!(out, Out::Changed(_));
+                kept.push((start, last, out));
+            }
+            next = parser.array_step()?;
+        }
+        let (Some(first), true) = (first, changed) else { return Ok(Out::Same) };
+        let close = parser.current_index() - 1;
+        if kept.is_empty() {
+            return Ok(Out::Changed("[]".into()));
+        }
+        let mut text = String::with_capacity(close - open);
+        text.push('[');
+        text.push_str(&src[open + 1..first]);
+        for (n, (start, end, out)) in kept.iter().enumerate() {
+            if n > 0 {
+                text.push_str(separator.unwrap_or(","));
+            }
+            match out {
+                Out::Same => text.push_str(&src[*start..*end]),
+                Out::Changed(new) => text.push_str(new),
+            }
+        }
+        text.push_str(&src[last..close]);
+        text.push(']');
+        Ok(Out::Changed(text))
+    }
+
+    /// An object: its members filtered, its text content that holds JSON
+    /// filtered too, and whether it is a foreign record.
+    fn object(
+        &self,
+        parser: &mut Jiter,
+        src: &str,
+        depth: usize,
+        found: &mut Filtered,
+    ) -> Result<(Out, bool), Unreadable> {
+        let open = parser.current_index();
+        let mut edits: Vec<(usize, usize, String)> = Vec::new();
+        let mut owners = Owners::default();
+        let mut member = parser.known_object()?.map(|key| (self.fields_at(key), key == "text"));
+        while let Some((fields, text)) = member {
+            let peek = parser.peek()?;
+            let start = parser.current_index();
+            owners.seen |= fields;
+            let scalar = !matches!(peek, Peek::Array | Peek::Object);
+            if fields & self.flat != 0 && scalar && !(text && peek == Peek::String) {
+                let bits = fields & self.flat;
+                owners.read |= bits;
+                let other = match peek {
+                    Peek::Null => {
+                        parser.known_null()?;
+                        None
+                    }
+                    Peek::String => Some(self.names_other(parser.known_str()?)),
+                    Peek::True | Peek::False => Some(self.names_other(&parser.known_bool(peek)?.to_string())),
+                    _ => Some(self.names_other(&String::from_utf8_lossy(parser.known_number_bytes(peek)?))),
+                };
+                if let Some(other) = other {
+                    owners.present |= bits;
+                    owners.foreign |= if other { bits } else { 0 };
+                }
+            } else if text && peek == Peek::String {
+                let json = parser.known_str()?;
+                let mut inside = Filtered::default();
+                let filtered = self.text(json, &mut inside);
+                if filtered.is_ok() {
+                    found.add(inside);
+                }
+                match filtered {
+                    Err(_) => found.unparsed += 1,
+                    Ok(Out::Same) => {}
+                    Ok(Out::Changed(new)) => {
+                        let quoted = serde_json::to_string(&new).expect("a string always serialises");
+                        edits.push((start, parser.current_index(), quoted));
                     }
                 }
+            } else {
+                let (out, foreign) = self.value(parser, src, peek, depth + 1, found)?;
+                found.unremovable |= foreign;
+                if let Out::Changed(new) = out {
+                    edits.push((start, parser.current_index(), new));
+                }
             }
-            _ => {}
+            member = parser.next_key()?.map(|key| (self.fields_at(key), key == "text"));
         }
+        let close = parser.current_index();
+        let foreign = self.owner(&src[open..close], &owners)?;
+        if edits.is_empty() {
+            return Ok((Out::Same, foreign));
+        }
+        let mut text = String::with_capacity(close - open);
+        let mut at = open;
+        for (start, end, new) in &edits {
+            text.push_str(&src[at..*start]);
+            text.push_str(new);
+            at = *end;
+        }
+        text.push_str(&src[at..close]);
+        Ok((Out::Changed(text), foreign))
     }
 
-    /// Text content that holds JSON is parsed, filtered and written back.
-    fn filter_text(&self, text: &mut Value, found: &mut Filtered) {
-        let Value::String(s) = text else { return };
-        let Ok(mut parsed) = serde_json::from_str::<Value>(s) else {
-            found.unparsed += 1;
-            return;
-        };
-        if self.foreign(&parsed) {
-            found.unremovable = true;
-            return;
+    /// Whether the object `src` is a record of another tenant: the first of
+    /// the fields present and not null decides. Scalars under a single key
+    /// were read in passing; dotted paths (and odd values) are looked up in
+    /// the object's text, and only when their first key is there.
+    fn owner(&self, src: &str, owners: &Owners) -> Result<bool, Unreadable> {
+        for (i, path) in self.fields.iter().enumerate() {
+            let bit = 1 << i;
+            if owners.seen & bit == 0 {
+                continue;
+            }
+            if owners.read & bit != 0 {
+                if owners.present & bit != 0 {
+                    return Ok(owners.foreign & bit != 0);
+                }
+                continue;
+            }
+            if let Some(owner) = lookup(src, path)? {
+                return Ok(self.names_other(&owner));
+            }
         }
-        let before = found.dropped;
-        self.filter(&mut parsed, found);
-        if found.dropped > before {
-            let pretty = s.contains('\n');
-            *s = if pretty { serde_json::to_string_pretty(&parsed) } else { serde_json::to_string(&parsed) }
-                .unwrap_or_default();
-        }
+        Ok(false)
     }
 }
 
-/// Remove records of tenants other than `tenant` from `output`.
-pub fn filter(config: &Config, tenant: Option<&str>, output: &mut Value) -> Filtered {
-    let filter = Filter { fields: config.fields.iter().map(|f| f.split('.').collect()).collect(), tenant };
-    let mut found = Filtered::default();
-    if filter.foreign(output) {
-        found.unremovable = true;
-    } else {
-        filter.filter(output, &mut found);
+/// The value at `path` in the object `src`, as text (a string decoded, any
+/// other value as it stands), unless it is missing or null.
+fn lookup(src: &str, path: &[&str]) -> Result<Option<String>, Unreadable> {
+    let mut parser = Jiter::new(src.as_bytes());
+    for (depth, key) in path.iter().enumerate() {
+        if parser.peek()? != Peek::Object {
+            return Ok(None);
+        }
+        let mut member = parser.known_object()?.map(|k| k == *key);
+        loop {
+            match member {
+                None => return Ok(None),
+                Some(true) => break,
+                Some(false) => {
+                    parser.next_skip()?;
+                    member = parser.next_key()?.map(|k| k == *key);
+                }
+            }
+        }
+        if depth + 1 == path.len() {
+            let peek = parser.peek()?;
+            let start = parser.current_index();
+            return Ok(match peek {
+                Peek::Null => None,
+                Peek::String => Some(parser.known_str()?.to_owned()),
+                _ => {
+                    parser.known_skip(peek)?;
+                    Some(String::from_utf8_lossy(parser.slice_to_current(start)).into_owned())
+                }
+            });
+        }
     }
-    found
+    Ok(None)
+}
+
+/// Remove records of tenants other than `tenant` from the JSON text
+/// `output`; the rewritten text, if anything was removed.
+pub fn filter(config: &Config, tenant: Option<&str>, output: &str) -> Result<(Option<String>, Filtered), Unreadable> {
+    let mut found = Filtered::default();
+    let out = Filter::new(config, tenant).text(output, &mut found)?;
+    Ok((
+        match out {
+            Out::Same => None,
+            Out::Changed(text) => Some(text),
+        },
+        found,
+    ))
 }
 
 impl ResultPolicy for TenantFilter {
-    fn on_result(config: &Config, call: &Call, mut output: Value) -> ResultVerdict {
+    fn on_result(config: &Config, call: &Call, output: Value) -> ResultVerdict {
+        let text = serde_json::to_string(&output).expect("a JSON value always serialises");
+        Self::on_result_json(config, call, &text)
+    }
+
+    fn on_result_json(config: &Config, call: &Call, output: &str) -> ResultVerdict {
         let tenant = call.principal.tenant.as_deref();
-        let found = filter(config, tenant, &mut output);
+        let (rewritten, found) = match filter(config, tenant, output) {
+            Ok(filtered) => filtered,
+            Err(Unreadable(e)) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+        };
         let whose = tenant.map_or_else(|| "a caller without a tenant".to_owned(), |t| format!("tenant {t}"));
         if found.unremovable {
             return ResultVerdict::deny(
@@ -179,9 +410,12 @@ impl ResultPolicy for TenantFilter {
                 ),
             );
         }
-        match found.dropped {
-            0 => ResultVerdict::Allow,
-            n => ResultVerdict::rewrite(&output, format!("dropped {n} record(s) of other tenants for {whose}")),
+        match rewritten {
+            None => ResultVerdict::Allow,
+            Some(json) => ResultVerdict::Rewrite(warden_policy_sdk::Rewrite {
+                json,
+                note: format!("dropped {} record(s) of other tenants for {whose}", found.dropped),
+            }),
         }
     }
 }
@@ -201,10 +435,18 @@ mod tests {
         ])
     }
 
+    /// Filter `output` as the gateway sends it: the result as it comes
+    /// out, and what was found.
+    fn run(config: &Config, tenant: Option<&str>, output: &Value) -> (Value, Filtered) {
+        let text = output.to_string();
+        let (rewritten, found) = filter(config, tenant, &text).unwrap();
+        (serde_json::from_str(&rewritten.unwrap_or(text)).unwrap(), found)
+    }
+
     #[test]
     fn drops_foreign_rows_from_structured_content() {
-        let mut output = json!({"content": [], "structuredContent": {"rows": rows()}});
-        let found = filter(&Config::default(), Some("acme"), &mut output);
+        let output = json!({"content": [], "structuredContent": {"rows": rows()}});
+        let (output, found) = run(&Config::default(), Some("acme"), &output);
         assert_eq!(found, Filtered { dropped: 1, unremovable: false, unparsed: 0 });
         assert_eq!(output["structuredContent"]["rows"].as_array().unwrap().len(), 2);
         assert!(output.to_string().contains("\"acme\"") && !output.to_string().contains("globex"));
@@ -213,26 +455,104 @@ mod tests {
     #[test]
     fn drops_foreign_rows_from_json_text_content() {
         let text = serde_json::to_string_pretty(&json!({"rows": rows()})).unwrap();
-        let mut output = json!({"content": [{"type": "text", "text": text}, {"type": "text", "text": "3 rows"}]});
-        let found = filter(&Config::default(), Some("globex"), &mut output);
+        let output = json!({"content": [{"type": "text", "text": text}, {"type": "text", "text": "3 rows"}]});
+        let (output, found) = run(&Config::default(), Some("globex"), &output);
         assert_eq!(found, Filtered { dropped: 2, unremovable: false, unparsed: 1 });
-        let kept: Value = serde_json::from_str(output["content"][0]["text"].as_str().unwrap()).unwrap();
-        assert_eq!(kept, json!({"rows": [{"id": 2, "tenant": "globex", "revenue": 20}]}));
+        let kept = output["content"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(kept).unwrap(),
+            json!({"rows": [{"id": 2, "tenant": "globex", "revenue": 20}]})
+        );
+        // The text keeps its layout.
+        assert_eq!(
+            kept,
+            serde_json::to_string_pretty(&json!({"rows": [{"id": 2, "tenant": "globex", "revenue": 20}]})).unwrap()
+        );
+    }
+
+    #[test]
+    fn what_is_not_removed_stays_as_it_was_written() {
+        let text = "{ \"rows\" : [ {\"tenant\":\"acme\", \"n\": 1.50} ,\n {\"tenant\": \"globex\"},{\"tenant\":\"acme\",\"n\":2e3} ] , \"x\":\"\\u00e9\" }";
+        let (rewritten, found) = filter(&Config::default(), Some("acme"), text).unwrap();
+        assert_eq!(found.dropped, 1);
+        assert_eq!(
+            rewritten.unwrap(),
+            "{ \"rows\" : [ {\"tenant\":\"acme\", \"n\": 1.50} ,\n {\"tenant\":\"acme\",\"n\":2e3} ] , \"x\":\"\\u00e9\" }"
+        );
+        // Nothing removed: no rewrite at all.
+        assert_eq!(filter(&Config::default(), Some("acme"), "{\"rows\": [{\"tenant\": \"acme\"}]}").unwrap().0, None);
+        // Everything removed.
+        let (rewritten, _) = filter(&Config::default(), Some("acme"), "{\"rows\": [ {\"tenant\": \"b\"} ]}").unwrap();
+        assert_eq!(rewritten.unwrap(), "{\"rows\": []}");
+    }
+
+    #[test]
+    fn what_a_removed_record_holds_does_not_count() {
+        // A foreign order holds its own lines (foreign too) and a foreign
+        // record under a key, which alone could not be removed.
+        let output = json!({"orders": [
+            {"tenant": "globex", "lines": [{"tenant": "globex"}], "buyer": {"tenant": "globex"}, "text": "not json"},
+            {"tenant": "acme", "lines": [{"tenant": "acme"}]}
+        ]});
+        let (output, found) = run(&Config::default(), Some("acme"), &output);
+        assert_eq!(found, Filtered { dropped: 1, unremovable: false, unparsed: 0 });
+        assert_eq!(output["orders"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_first_field_present_and_not_null_decides() {
+        let config: Config = parse_config(r#"{"fields": ["org.id", "tenant"]}"#).unwrap();
+        let rows = json!({"rows": [
+            {"org": {"id": "acme"}, "tenant": "globex"},
+            {"org": {"id": null}, "tenant": "globex"},
+            {"org": {"name": "x"}, "tenant": "acme"},
+            {"org": "acme", "tenant": 7},
+            {"tenant": 7},
+            {"tenant": null},
+            {"tenant": true}
+        ]});
+        let (output, found) = run(&config, Some("7"), &rows);
+        assert_eq!(found.dropped, 4);
+        assert_eq!(output["rows"], json!([{"org": "acme", "tenant": 7}, {"tenant": 7}, {"tenant": null}]));
+        let (output, _) = run(&config, Some("acme"), &rows);
+        assert_eq!(
+            output["rows"],
+            json!([{"org": {"id": "acme"}, "tenant": "globex"}, {"org": {"name": "x"}, "tenant": "acme"}, {"tenant": null}])
+        );
     }
 
     #[test]
     fn resource_contents_and_nested_paths() {
         let config: Config = parse_config(r#"{"fields": ["owner.org"]}"#).unwrap();
         TenantFilter::validate(&config).unwrap();
-        let mut output = json!({"contents": [{"uri": "db://x", "text": "[{\"owner\": {\"org\": \"a\"}}, {\"owner\": {\"org\": \"b\"}}]"}]});
-        assert_eq!(filter(&config, Some("a"), &mut output).dropped, 1);
-        assert_eq!(output["contents"][0]["text"], "[{\"owner\":{\"org\":\"a\"}}]");
+        let output = json!({"contents": [{"uri": "db://x", "text": "[{\"owner\": {\"org\": \"a\"}}, {\"owner\": {\"org\": \"b\"}}]"}]});
+        let (output, found) = run(&config, Some("a"), &output);
+        assert_eq!(found.dropped, 1);
+        assert_eq!(output["contents"][0]["text"], "[{\"owner\": {\"org\": \"a\"}}]");
     }
 
     #[test]
     fn a_caller_without_a_tenant_sees_no_tenant_records() {
-        let mut output = json!({"structuredContent": {"rows": rows(), "total": 3}});
-        assert_eq!(filter(&Config::default(), None, &mut output).dropped, 3);
+        let output = json!({"structuredContent": {"rows": rows(), "total": 3}});
+        assert_eq!(run(&Config::default(), None, &output).1.dropped, 3);
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_counted_and_left_alone() {
+        // Truncated JSON: what was read before the break is not counted.
+        let output = json!({"content": [{"type": "text", "text": "[{\"tenant\": \"b\"}, {\"tenant\": "}, {"type": "text", "text": "42 rows"}]});
+        let text = output.to_string();
+        let (rewritten, found) = filter(&Config::default(), Some("a"), &text).unwrap();
+        assert_eq!((rewritten, found), (None, Filtered { dropped: 0, unremovable: false, unparsed: 2 }));
+    }
+
+    #[test]
+    fn a_result_it_cannot_read_is_withheld() {
+        let call = call_for("acme");
+        for bad in ["{\"rows\": [", "{} {}", &format!("{}{}", "[".repeat(200), "]".repeat(200))] {
+            let v = TenantFilter::on_result_json(&Config::default(), &call, bad);
+            assert!(matches!(&v, ResultVerdict::Deny(d) if d.code == "invalid-output"), "{bad}: {v:?}");
+        }
     }
 
     #[test]
@@ -282,6 +602,8 @@ mod tests {
         assert_eq!(TenantFilter::validate(&c).unwrap_err().len(), 2);
         let c: Config = parse_config(r#"{"fields": []}"#).unwrap();
         assert!(TenantFilter::validate(&c).is_err());
+        let c = Config { fields: (0..65).map(|i| format!("f{i}")).collect(), strict: false };
+        assert_eq!(TenantFilter::validate(&c).unwrap_err(), ["fields: at most 64"]);
     }
 
     fn call_for(tenant: &str) -> Call {
