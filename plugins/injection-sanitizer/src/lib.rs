@@ -73,6 +73,7 @@ mod lexicon;
 mod phrase;
 mod scan;
 mod spotlight;
+mod walk;
 
 use phrase::Phrase;
 use scan::{DEFAULT_MARKERS, DEFAULT_ROLES, Finding, Rule, Rules, Scanner};
@@ -204,8 +205,13 @@ impl Report {
         self.spans > 0 || !self.quarantined.is_empty() || self.rules.has(Rule::Smuggled)
     }
 
-    fn changed(&self) -> bool {
-        self.detected() || self.hidden_runs > 0
+    /// Add what `other` found.
+    fn merge(&mut self, other: Report) {
+        self.spans += other.spans;
+        self.quarantined.extend(other.quarantined);
+        self.hidden_runs += other.hidden_runs;
+        self.rules = self.rules.union(other.rules);
+        self.top_score = self.top_score.max(other.top_score);
     }
 
     fn note(&self) -> String {
@@ -241,8 +247,9 @@ struct Sanitize<'a> {
     clean: RefCell<HashSet<String>>,
 }
 
-/// Strings up to this long are remembered once found clean.
-const REMEMBERED: usize = 256;
+/// Strings up to this long are remembered once found clean: hashing and
+/// keeping a copy costs far less than scanning them again.
+const REMEMBERED: usize = 4096;
 
 impl<'a> Sanitize<'a> {
     /// The sanitizer for `config`, and the problems with it (entries with a
@@ -302,11 +309,20 @@ impl<'a> Sanitize<'a> {
         (Self { scanner, config, clean: RefCell::default() }, problems)
     }
 
-    /// Sanitize one string in place.
-    fn clean(&self, s: &mut String, report: &mut Report) {
+    /// Sanitize one string; its new text if it changed.
+    fn clean_str(&self, s: &str, report: &mut Report) -> Option<String> {
+        if s.len() <= REMEMBERED && self.clean.borrow().contains(s) {
+            return None;
+        }
+        let mut s = s.to_owned();
+        self.clean(&mut s, report).then_some(s)
+    }
+
+    /// Sanitize one string in place; whether it changed.
+    fn clean(&self, s: &mut String, report: &mut Report) -> bool {
         let remember = s.len() <= REMEMBERED;
         if remember && self.clean.borrow().contains(s.as_str()) {
-            return;
+            return false;
         }
         let stripped = match self.config.strip_invisible {
             true => hidden::strip_invisible(s),
@@ -317,17 +333,22 @@ impl<'a> Sanitize<'a> {
             report.top_score = report.top_score.max(self.scanner.scores[Rule::Smuggled as usize]);
         }
         report.hidden_runs += stripped.runs;
+        let mut changed = false;
         if let Some(text) = stripped.text {
             *s = text;
+            changed = true;
         }
         let trimmed = s.trim_start();
         let json = trimmed.starts_with('{') || trimmed.starts_with('[');
+        if json && let Some(rewritten) = self.clean_json_text(s, report) {
+            return changed || rewritten;
+        }
         let findings = self.scanner.scan(s, json);
         if findings.is_empty() {
-            if remember && stripped.runs == 0 && !stripped.smuggled {
+            if remember && !changed && !stripped.smuggled {
                 self.clean.borrow_mut().insert(s.clone());
             }
-            return;
+            return changed;
         }
         report.spans += findings.len();
         for f in &findings {
@@ -337,7 +358,7 @@ impl<'a> Sanitize<'a> {
         if self.config.action == Action::Quarantine {
             report.quarantined.push(s.chars().take(120).collect());
             *s = self.config.quarantine_notice.clone();
-            return;
+            return true;
         }
         let paragraphs = self.config.scope == Scope::Paragraph && !json;
         let mut out = String::with_capacity(s.len());
@@ -354,26 +375,44 @@ impl<'a> Sanitize<'a> {
         }
         out.push_str(&s[at..]);
         *s = out;
+        true
     }
 
-    /// Sanitize every string in `value` (but those under `skip_keys`), in place.
-    fn clean_json(&self, value: &mut Value, report: &mut Report) {
-        match value {
-            Value::String(s) => self.clean(s, report),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.clean_json(v, report)),
-            Value::Object(map) => {
-                let binary = map.contains_key("mimeType");
-                let skipped = |k: &str| (binary && k == "data") || self.config.skip_keys.iter().any(|s| s == k);
-                map.iter_mut().filter(|(k, _)| !skipped(k)).for_each(|(_, v)| self.clean_json(v, report));
-            }
-            _ => {}
-        }
+    /// Sanitize text that holds JSON string by string, as the result around
+    /// it is: a tool's text copy of its structured content then costs a
+    /// read, not a second scan, since its strings were just remembered clean.
+    /// Whether it changed; `None` if `s` is not JSON (then it is scanned as
+    /// text, cut at its string bounds).
+    fn clean_json_text(&self, s: &mut String, report: &mut Report) -> Option<bool> {
+        let mut found = Report::default();
+        let rewritten = self.clean_text(s, &mut found).ok()?;
+        let changed = if self.config.action == Action::Quarantine && found.detected() {
+            // The whole text item goes, not only the strings inside it.
+            found.quarantined = vec![s.chars().take(120).collect()];
+            *s = self.config.quarantine_notice.clone();
+            true
+        } else if let Some(text) = rewritten {
+            *s = text;
+            true
+        } else {
+            false
+        };
+        report.merge(found);
+        Some(changed)
+    }
+
+    /// Sanitize every string value of the JSON text `json` (but those under
+    /// `skip_keys`, and binary `data`); the new text if anything changed.
+    fn clean_text(&self, json: &str, report: &mut Report) -> Result<Option<String>, walk::NotJson> {
+        let keys = walk::Keys { skip: &self.config.skip_keys };
+        walk::strings(json, &keys, &mut |s| self.clean_str(s, report))
     }
 
     /// What sanitizing `value` would find, leaving it as it is.
     fn inspect(&self, value: &Value) -> Report {
         let mut report = Report::default();
-        self.clean_json(&mut value.clone(), &mut report);
+        let json = serde_json::to_string(value).expect("a JSON value always serialises");
+        self.clean_text(&json, &mut report).expect("serde_json writes JSON");
         report
     }
 }
@@ -409,10 +448,18 @@ fn sanitize(config: &Config) -> Sanitize<'_> {
 }
 
 impl ResultPolicy for Sanitizer {
-    fn on_result(config: &Config, call: &Call, mut output: Value) -> ResultVerdict {
+    fn on_result(config: &Config, call: &Call, output: Value) -> ResultVerdict {
+        let text = serde_json::to_string(&output).expect("a JSON value always serialises");
+        Self::on_result_json(config, call, &text)
+    }
+
+    fn on_result_json(config: &Config, call: &Call, output: &str) -> ResultVerdict {
         let sanitize = sanitize(config);
         let mut report = Report::default();
-        sanitize.clean_json(&mut output, &mut report);
+        let cleaned = match sanitize.clean_text(output, &mut report) {
+            Ok(cleaned) => cleaned,
+            Err(walk::NotJson(e)) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+        };
         if config.action == Action::Deny && report.detected() {
             return ResultVerdict::deny(
                 "prompt-injection",
@@ -423,13 +470,20 @@ impl ResultPolicy for Sanitizer {
                 ),
             );
         }
-        let spotlit = spotlight::apply(config, call, &mut output);
-        match (report.changed(), spotlit) {
+        let rewrite = |json, note| ResultVerdict::Rewrite(warden_policy_sdk::Rewrite { json, note });
+        if config.spotlight == Spotlight::Off {
+            return match cleaned {
+                None => ResultVerdict::Allow,
+                Some(json) => rewrite(json, report.note()),
+            };
+        }
+        // Spotlighting adds an item and `_meta`: it works on the tree.
+        let mut value: Value = serde_json::from_str(cleaned.as_deref().unwrap_or(output)).expect("still JSON");
+        let spotlit = spotlight::apply(config, call, &mut value);
+        match (cleaned.is_some(), spotlit) {
             (false, false) => ResultVerdict::Allow,
-            (false, true) => {
-                ResultVerdict::rewrite(&output, format!("spotlit ({:?})", config.spotlight).to_lowercase())
-            }
-            (true, _) => ResultVerdict::rewrite(&output, report.note()),
+            (false, true) => ResultVerdict::rewrite(&value, format!("spotlit ({:?})", config.spotlight).to_lowercase()),
+            (true, _) => ResultVerdict::rewrite(&value, report.note()),
         }
     }
 }
