@@ -171,6 +171,12 @@ impl Engine {
             .wasm_component_model(true)
             .max_wasm_stack(1 << 20)
             .parallel_compilation(true);
+        // For profiling plugins with `perf` (bench/README.md, "Profiling
+        // plugins"): wasmtime writes /tmp/perf-<pid>.map naming the compiled
+        // code. A diagnostic, so an environment variable, not config.
+        if std::env::var_os("WARDEN_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let disk_cache = cache::open(&settings.cache).map_err(LoadError::Engine)?;
         config.cache(disk_cache.clone());
         let wasmtime = wasmtime::Engine::new(&config).map_err(engine_error)?;
