@@ -26,6 +26,8 @@ fn main() {
     for watched in ["plugins", "wit", "examples/custom-policy", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    // Profiling keeps the plugins' function names (bench/README.md).
+    println!("cargo:rerun-if-env-changed=CARGO_PROFILE_PLUGIN_STRIP");
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     require_wasm_target();

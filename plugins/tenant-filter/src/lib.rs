@@ -10,8 +10,8 @@
 //! ```
 //!
 //! - `fields`: where a record names its tenant: keys, or dotted paths into
-//!   nested objects. The first one present on a record decides. Default:
-//!   `["tenant", "tenant_id"]`.
+//!   nested objects. The first one present (and not null) on a record
+//!   decides. At most 64. Default: `["tenant", "tenant_id"]`.
 //! - `strict`: withhold a result that has text content this policy cannot
 //!   parse as JSON (and so cannot check). Off by default: plain prose passes.
 //!
@@ -21,6 +21,11 @@
 //! holds JSON (tool results, resource contents, prompt messages alike). A
 //! foreign record that is not in an array cannot be removed without changing
 //! the result's shape, so the whole result is withheld.
+//!
+//! The result is read as text with a pull parser, never built into a tree:
+//! records are cut out where they stand and everything else is copied as it
+//! was written, layout and key order included. On a 64 KiB result that is
+//! 2.5x faster than parsing and writing back a tree (`bench/README.md`).
 
 use jiter::{Jiter, Peek};
 use serde::Deserialize;
