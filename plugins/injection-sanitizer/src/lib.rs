@@ -412,7 +412,8 @@ impl<'a> Sanitize<'a> {
     fn inspect(&self, value: &Value) -> Report {
         let mut report = Report::default();
         let json = serde_json::to_string(value).expect("a JSON value always serialises");
-        self.clean_text(&json, &mut report).expect("serde_json writes JSON");
+        // A Value is at most serde_json's 128 levels deep: the walk reads it.
+        self.clean_text(&json, &mut report).expect("serde_json writes JSON the walk reads");
         report
     }
 }
@@ -478,7 +479,10 @@ impl ResultPolicy for Sanitizer {
             };
         }
         // Spotlighting adds an item and `_meta`: it works on the tree.
-        let mut value: Value = serde_json::from_str(cleaned.as_deref().unwrap_or(output)).expect("still JSON");
+        let mut value: Value = match serde_json::from_str(cleaned.as_deref().unwrap_or(output)) {
+            Ok(value) => value,
+            Err(e) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+        };
         let spotlit = spotlight::apply(config, call, &mut value);
         match (cleaned.is_some(), spotlit) {
             (false, false) => ResultVerdict::Allow,
