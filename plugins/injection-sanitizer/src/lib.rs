@@ -459,7 +459,7 @@ impl ResultPolicy for Sanitizer {
         let mut report = Report::default();
         let cleaned = match sanitize.clean_text(output, &mut report) {
             Ok(cleaned) => cleaned,
-            Err(walk::NotJson(e)) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+            Err(walk::NotJson(e)) => return ResultVerdict::not_json(e),
         };
         if config.action == Action::Deny && report.detected() {
             return ResultVerdict::deny(
@@ -481,7 +481,7 @@ impl ResultPolicy for Sanitizer {
         // Spotlighting adds an item and `_meta`: it works on the tree.
         let mut value: Value = match serde_json::from_str(cleaned.as_deref().unwrap_or(output)) {
             Ok(value) => value,
-            Err(e) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+            Err(e) => return ResultVerdict::not_json(e),
         };
         let spotlit = spotlight::apply(config, call, &mut value);
         match (cleaned.is_some(), spotlit) {

@@ -397,7 +397,7 @@ impl ResultPolicy for TenantFilter {
         let tenant = call.principal.tenant.as_deref();
         let (rewritten, found) = match filter(config, tenant, output) {
             Ok(filtered) => filtered,
-            Err(Unreadable(e)) => return ResultVerdict::deny("invalid-output", format!("result is not JSON: {e}")),
+            Err(Unreadable(e)) => return ResultVerdict::not_json(e),
         };
         let whose = tenant.map_or_else(|| "a caller without a tenant".to_owned(), |t| format!("tenant {t}"));
         if found.unremovable {
