@@ -310,19 +310,10 @@ impl<'a> Sanitize<'a> {
     }
 
     /// Sanitize one string; its new text if it changed.
-    fn clean_str(&self, s: &str, report: &mut Report) -> Option<String> {
-        if s.len() <= REMEMBERED && self.clean.borrow().contains(s) {
-            return None;
-        }
-        let mut s = s.to_owned();
-        self.clean(&mut s, report).then_some(s)
-    }
-
-    /// Sanitize one string in place; whether it changed.
-    fn clean(&self, s: &mut String, report: &mut Report) -> bool {
+    fn clean(&self, s: &str, report: &mut Report) -> Option<String> {
         let remember = s.len() <= REMEMBERED;
-        if remember && self.clean.borrow().contains(s.as_str()) {
-            return false;
+        if remember && self.clean.borrow().contains(s) {
+            return None;
         }
         let stripped = match self.config.strip_invisible {
             true => hidden::strip_invisible(s),
@@ -333,22 +324,18 @@ impl<'a> Sanitize<'a> {
             report.top_score = report.top_score.max(self.scanner.scores[Rule::Smuggled as usize]);
         }
         report.hidden_runs += stripped.runs;
-        let mut changed = false;
-        if let Some(text) = stripped.text {
-            *s = text;
-            changed = true;
-        }
-        let trimmed = s.trim_start();
+        let text = stripped.text.as_deref().unwrap_or(s);
+        let trimmed = text.trim_start();
         let json = trimmed.starts_with('{') || trimmed.starts_with('[');
-        if json && let Some(rewritten) = self.clean_json_text(s, report) {
-            return changed || rewritten;
+        if json && let Some(rewritten) = self.clean_json_text(text, report) {
+            return rewritten.or(stripped.text);
         }
-        let findings = self.scanner.scan(s, json);
+        let findings = self.scanner.scan(text, json);
         if findings.is_empty() {
-            if remember && !changed && !stripped.smuggled {
-                self.clean.borrow_mut().insert(s.clone());
+            if remember && stripped.text.is_none() && !stripped.smuggled {
+                self.clean.borrow_mut().insert(s.to_owned());
             }
-            return changed;
+            return stripped.text;
         }
         report.spans += findings.len();
         for f in &findings {
@@ -356,56 +343,50 @@ impl<'a> Sanitize<'a> {
             report.top_score = report.top_score.max(f.score);
         }
         if self.config.action == Action::Quarantine {
-            report.quarantined.push(s.chars().take(120).collect());
-            *s = self.config.quarantine_notice.clone();
-            return true;
+            report.quarantined.push(text.chars().take(120).collect());
+            return Some(self.config.quarantine_notice.clone());
         }
         let paragraphs = self.config.scope == Scope::Paragraph && !json;
-        let mut out = String::with_capacity(s.len());
+        let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for Finding { start, end, .. } in findings {
-            let (start, end) = if paragraphs { paragraph(s, start, end) } else { (start, end) };
+            let (start, end) = if paragraphs { paragraph(text, start, end) } else { (start, end) };
             if start < at {
                 // Paragraph widening made it overlap the previous span.
                 continue;
             }
-            out.push_str(&s[at..start]);
+            out.push_str(&text[at..start]);
             out.push_str(&self.config.replacement);
             at = end;
         }
-        out.push_str(&s[at..]);
-        *s = out;
-        true
+        out.push_str(&text[at..]);
+        Some(out)
     }
 
     /// Sanitize text that holds JSON string by string, as the result around
     /// it is: a tool's text copy of its structured content then costs a
     /// read, not a second scan, since its strings were just remembered clean.
-    /// Whether it changed; `None` if `s` is not JSON (then it is scanned as
-    /// text, cut at its string bounds).
-    fn clean_json_text(&self, s: &mut String, report: &mut Report) -> Option<bool> {
+    /// `Some` with its new text if it changed; `None` if `s` is not JSON (then
+    /// it is scanned as text, cut at its string bounds).
+    fn clean_json_text(&self, s: &str, report: &mut Report) -> Option<Option<String>> {
         let mut found = Report::default();
         let rewritten = self.clean_text(s, &mut found).ok()?;
-        let changed = if self.config.action == Action::Quarantine && found.detected() {
+        let new = if self.config.action == Action::Quarantine && found.detected() {
             // The whole text item goes, not only the strings inside it.
             found.quarantined = vec![s.chars().take(120).collect()];
-            *s = self.config.quarantine_notice.clone();
-            true
-        } else if let Some(text) = rewritten {
-            *s = text;
-            true
+            Some(self.config.quarantine_notice.clone())
         } else {
-            false
+            rewritten
         };
         report.merge(found);
-        Some(changed)
+        Some(new)
     }
 
     /// Sanitize every string value of the JSON text `json` (but those under
     /// `skip_keys`, and binary `data`); the new text if anything changed.
     fn clean_text(&self, json: &str, report: &mut Report) -> Result<Option<String>, walk::NotJson> {
         let keys = walk::Keys { skip: &self.config.skip_keys };
-        walk::strings(json, &keys, &mut |s| self.clean_str(s, report))
+        walk::strings(json, &keys, &mut |s| self.clean(s, report))
     }
 
     /// What sanitizing `value` would find, leaving it as it is.
