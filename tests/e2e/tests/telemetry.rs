@@ -109,7 +109,10 @@ async fn a_tool_call_is_one_trace_under_the_clients_with_every_plugin_and_the_up
         let spans: Vec<(Vec<KeyValue>, Span)> =
             received.lock().unwrap().iter().filter(|(_, s)| hex(&s.trace_id) == trace).cloned().collect();
         let upstream = spans.iter().any(|(_, s)| s.name.starts_with("tools/call") && s.kind == SpanKind::Client as i32);
-        if upstream && spans.iter().filter(|(_, s)| call_or_result(s)).count() >= 4 {
+        // The request span ends last (after the reply is written), so it
+        // may come in a later batch than its children.
+        let server = spans.iter().any(|(_, s)| s.kind == SpanKind::Server as i32);
+        if server && upstream && spans.iter().filter(|(_, s)| call_or_result(s)).count() >= 4 {
             break spans;
         }
         assert!(Instant::now() < deadline, "the trace never arrived whole: {spans:#?}\n{}", warden.log());
