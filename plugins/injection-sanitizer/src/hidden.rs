@@ -126,7 +126,41 @@ pub fn find_ci(haystack: &str, from: usize, needle: &str) -> Option<usize> {
     if n.is_empty() || h.len() < n.len() {
         return None;
     }
-    (from..=h.len() - n.len()).find(|&i| h[i].eq_ignore_ascii_case(&n[0]) && h[i..i + n.len()].eq_ignore_ascii_case(n))
+    // Look for the first byte in either case with a plain comparison (cheap
+    // per byte, and most texts never hold it), then compare the rest.
+    let (lower, upper) = (n[0].to_ascii_lowercase(), n[0].to_ascii_uppercase());
+    let last = h.len() - n.len();
+    let mut at = from;
+    while at <= last {
+        at += h[at..=last].iter().position(|&b| b == lower || b == upper)?;
+        if h[at + 1..at + n.len()].eq_ignore_ascii_case(&n[1..]) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The first case-insensitive (ASCII) occurrence of each of `needles` (none
+/// empty), in one pass over `haystack`: `(position, needle)`, in needle order.
+pub fn find_each_ci<'n>(haystack: &str, needles: &[&'n str]) -> Vec<(usize, &'n str)> {
+    let h = haystack.as_bytes();
+    let mut starts = [false; 256];
+    for n in needles {
+        let first = n.as_bytes()[0];
+        starts[first.to_ascii_lowercase() as usize] = true;
+        starts[first.to_ascii_uppercase() as usize] = true;
+    }
+    let mut first: Vec<Option<usize>> = vec![None; needles.len()];
+    for (at, _) in h.iter().enumerate().filter(|(_, b)| starts[**b as usize]) {
+        for (seen, n) in first.iter_mut().zip(needles) {
+            let n = n.as_bytes();
+            if seen.is_none() && h.len() - at >= n.len() && h[at..at + n.len()].eq_ignore_ascii_case(n) {
+                *seen = Some(at);
+            }
+        }
+    }
+    first.iter().zip(needles).filter_map(|(at, n)| at.map(|at| (at, *n))).collect()
 }
 
 /// Envelopes, HTML comments, hidden elements and alt/title text in `text`.
@@ -297,6 +331,22 @@ mod tests {
         assert_eq!((s.text.as_deref(), s.runs, s.smuggled), (Some("ignore"), 1, false));
         let s = strip_invisible("hi\u{E0049}\u{E0047}");
         assert_eq!((s.text.as_deref(), s.runs, s.smuggled), (Some("hi"), 1, true));
+    }
+
+    #[test]
+    fn needles_are_found_in_any_case() {
+        assert_eq!(find_ci("say Hello, hello", 0, "HELLO"), Some(4));
+        assert_eq!(find_ci("say Hello, hello", 5, "hello"), Some(11));
+        assert_eq!(find_ci("hellhello", 0, "hello"), Some(4), "a false start does not hide a match");
+        assert_eq!(find_ci("xyz", 0, "xyzw"), None);
+        assert_eq!(find_ci("xyz", 3, "z"), None);
+        assert_eq!(find_ci("abc", 2, "C"), Some(2), "a match that ends the text");
+        let text = "<Invoke name=x> then <TOOL_CALL> and <invoke name=y>";
+        assert_eq!(
+            find_each_ci(text, &["<tool_call>", "<invoke name=", "<absent>"]),
+            vec![(21, "<tool_call>"), (0, "<invoke name=")],
+            "the first of each, in the needles' order"
+        );
     }
 
     #[test]

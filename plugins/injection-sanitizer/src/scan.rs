@@ -663,17 +663,11 @@ impl Scanner<'_> {
             found.push(Finding { start, end, score: self.score(Rule::ChatMarker), rules: single(Rule::ChatMarker) });
         }
         // JSON text is data, not a model's tool call.
-        for marker in TOOL_CALL_MARKERS.iter().filter(|_| !json) {
-            if let Some(at) = find_ci(text, 0, marker) {
-                // The call syntax runs to the end of its line.
-                let end = text[at..].find('\n').map_or(text.len(), |e| at + e);
-                found.push(Finding {
-                    start: at,
-                    end,
-                    score: self.score(Rule::ToolCall),
-                    rules: single(Rule::ToolCall),
-                });
-            }
+        let calls = if json { Vec::new() } else { hidden::find_each_ci(text, TOOL_CALL_MARKERS) };
+        for (at, _) in calls {
+            // The call syntax runs to the end of its line.
+            let end = text[at..].find('\n').map_or(text.len(), |e| at + e);
+            found.push(Finding { start: at, end, score: self.score(Rule::ToolCall), rules: single(Rule::ToolCall) });
         }
         if self.score(Rule::Exfil) > 0.0 {
             for (start, end) in hidden::exfil_links(text) {
