@@ -333,7 +333,8 @@ struct Connection {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// ~1 KiB of arguments.
+/// ~1 KiB of arguments (`benches/chain.rs` runs the chain on the same call
+/// and echoed result: `quickstart_as_in_the_gateway_bench`).
 fn arguments() -> Value {
     json!({ "query": "SELECT region, revenue FROM sales WHERE quarter = '2025-Q3'", "comment": "x".repeat(940) })
 }

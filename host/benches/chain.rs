@@ -159,6 +159,28 @@ fn quickstart_on_result(bencher: divan::Bencher, bytes: usize) {
     bench_on_result(bencher, chain, bytes);
 }
 
+/// The quick-start chain, on-call then on-result, on the call and result of
+/// one `warden-bench run` request (~1 KiB of arguments, echoed back as text
+/// and as one row): the chain's share of what the gateway bench measures.
+#[divan::bench]
+fn quickstart_as_in_the_gateway_bench(bencher: divan::Bencher) {
+    let chain = quickstart();
+    let arguments =
+        json!({ "query": "SELECT region, revenue FROM sales WHERE quarter = '2025-Q3'", "comment": "x".repeat(940) });
+    let mut template = call(0);
+    template.arguments = arguments.to_string();
+    let output = json!({
+        "content": [{ "type": "text", "text": arguments.to_string() }],
+        "structuredContent": { "rows": [{ "tenant": "acme", "echo": arguments }] },
+    })
+    .to_string();
+    bencher.with_inputs(|| (template.clone(), output.clone())).bench_local_values(|(mut call, output)| {
+        assert_eq!(chain.on_call(&mut call).outcome, CallOutcome::Allow);
+        let decision = chain.on_result(&call, output);
+        assert!(matches!(decision.outcome, ResultOutcome::Allow(_)), "{:?}", decision.outcome);
+    });
+}
+
 /// The quick-start chain's on-call and on-result on an engine that does
 /// not meter fuel (`[engine] fuel = false`): what the metering costs.
 #[divan::bench(args = ["on-call 1024", "on-result 1024", "on-result 65536"])]
