@@ -137,6 +137,10 @@ impl CallPolicy for ChainDetect {
 
 warden_policy_sdk::export!(ChainDetect: call);
 
+/// Each hook call gets a fresh instance: allocate by bumping a pointer.
+#[global_allocator]
+static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -510,6 +510,10 @@ fn poisoned(config: &Config, report: &Report, where_: &str) -> ListVerdict {
 
 warden_policy_sdk::export!(Sanitizer: result, list, catalog);
 
+/// Each hook call gets a fresh instance: allocate by bumping a pointer.
+#[global_allocator]
+static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -379,6 +379,10 @@ impl CatalogPolicy for Rbac {
 
 warden_policy_sdk::export!(Rbac: call, list, catalog);
 
+/// Each hook call gets a fresh instance: allocate by bumping a pointer.
+#[global_allocator]
+static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,9 @@
 //! warden_policy_sdk::export!(Blocklist: call);
 //! ```
 //!
+//! Each hook call runs in a fresh instance; [`PerCall`] is an allocator made
+//! for that (opt-in, one `#[global_allocator]` line).
+//!
 //! The types mirror the WIT contract in `wit/policy.wit` (package
 //! `warden:policy@0.1.1`); read it for what each field means. Everything here
 //! also compiles for the host target, so policy logic can be unit-tested with a
@@ -40,6 +43,8 @@
 use serde::de::DeserializeOwned;
 pub use serde_json::{self, Value};
 
+mod alloc;
+pub use alloc::PerCall;
 mod patterns;
 pub use patterns::{Pattern, PatternError};
 

@@ -427,6 +427,10 @@ impl ResultPolicy for TenantFilter {
 
 warden_policy_sdk::export!(TenantFilter: result);
 
+/// Each hook call gets a fresh instance: allocate by bumping a pointer.
+#[global_allocator]
+static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
+
 #[cfg(test)]
 mod tests {
     use super::*;
