@@ -1,28 +1,28 @@
-//! An allocator for plugins that live for one hook call.
-//!
-//! The gateway gives every hook call a fresh instance and throws it away
-//! afterwards, so nothing a plugin frees is ever needed again by a later
-//! call. [`PerCall`] hands out memory by moving a pointer forward and frees
-//! by doing nothing (or by moving the pointer back, for the most recent
-//! allocation): no free lists to search, and no freeing the call record and
-//! the config one field at a time at the end of the call. Once its region
-//! ([`PerCall::BUMP_BYTES`]) is used up it hands further requests to the
-//! system allocator, so a plugin that churns through memory on a large
-//! result still reuses what it frees instead of running into its memory
-//! limit.
-//!
-//! Opt in from a plugin crate:
-//!
-//! ```ignore
-//! #[global_allocator]
-//! static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
-//! ```
-//!
-//! On targets other than `wasm32` (unit tests) it is the system allocator.
+//! The per-call allocator, [`PerCall`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-/// The per-call allocator; see the [module docs](self).
+/// An allocator for plugins that live for one hook call.
+///
+/// The gateway gives every hook call a fresh instance and throws it away
+/// afterwards, so nothing a plugin frees is ever needed again by a later
+/// call. [`PerCall`] hands out memory by moving a pointer forward and frees
+/// by doing nothing (or by moving the pointer back, for the most recent
+/// allocation): no free lists to search, and no freeing the call record and
+/// the config one field at a time at the end of the call. Once its region
+/// ([`PerCall::BUMP_BYTES`]) is used up it hands further requests to the
+/// system allocator, so a plugin that churns through memory on a large
+/// result still reuses what it frees instead of running into its memory
+/// limit.
+///
+/// Opt in from a plugin crate:
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOCATOR: warden_policy_sdk::PerCall = warden_policy_sdk::PerCall;
+/// ```
+///
+/// On targets other than `wasm32` (unit tests) it is the system allocator.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PerCall;
 
