@@ -198,8 +198,20 @@ pub const DEFAULT_MARKERS: &[&str] = &[
 
 /// Built-in role words: a sentence that starts with one of these (after
 /// `#`, `*`, `[`, `(` or `<`), followed by `:`, `)`, `]` or `>`, is a turn.
-pub const DEFAULT_ROLES: &[&str] =
-    &["system", "system_message", "system message", "assistant", "developer", "instruction", "instructions", "admin"];
+pub const DEFAULT_ROLES: &[&str] = &[
+    "system",
+    "system_message",
+    "system message",
+    "assistant",
+    "developer",
+    "instruction",
+    "instructions",
+    "admin",
+    // Spanish, Italian, German.
+    "asistente",
+    "assistente",
+    "assistent",
+];
 
 /// Roles that ordinary transcripts use too ("User: my printer is broken"):
 /// they count half.
@@ -208,6 +220,42 @@ const WEAK_ROLES: &[&str] = &["user", "human", "ai"];
 /// Tool-call syntax of common model families.
 const TOOL_CALL_MARKERS: &[&str] =
     &["\"tool_calls\": [", "\"function_call\": {", "<tool_call>", "<function_calls>", "<invoke name=", "<|tool_call|>"];
+
+/// Verbs that pass on someone's order to "you": "has asked that you…",
+/// "wants you to…".
+const REPORTED_ORDER: &[&str] = &[
+    "asked",
+    "asks",
+    "wants",
+    "want",
+    "requests",
+    "requested",
+    "instruct",
+    "instructs",
+    "instructed",
+    "expects",
+    "authorize",
+    "authorise",
+    "authorized",
+    "authorised",
+    "command",
+    "told",
+    "directs",
+    "directed",
+];
+
+/// What a model produces: "your answer", "every response".
+const OUTPUT_NOUNS: &[&str] =
+    &["answer", "answers", "response", "responses", "reply", "replies", "summary", "summaries", "output", "analysis"];
+
+/// Who may claim authority over the reader.
+const AUTHORITIES: &[&str] =
+    &["administrator", "admin", "developer", "developers", "owner", "operator", "creator", "creators"];
+
+/// The work a model is asked to do on a text, refused by an injection:
+/// "do not summarise this".
+const TASK_VERBS: &[&str] =
+    &["summarise", "summarize", "translate", "analyse", "analyze", "process", "classify", "review", "evaluate"];
 
 /// Services that exist to capture requests: a URL to one is a sink anywhere.
 const CAPTURE_HOSTS: &[&str] = &[
@@ -320,10 +368,12 @@ fn words(text: &str) -> Vec<Word> {
             while i < bytes.len() {
                 let b = bytes[i];
                 let apostrophe = b == b'\'' && bytes.get(i + 1).is_some_and(u8::is_ascii_alphabetic);
+                // "HTTPServer" is two words; "LLMs" is one (a plural).
                 let acronym_ends = b.is_ascii_uppercase()
                     && i - start >= 2
                     && bytes[i - 2..i].iter().all(u8::is_ascii_uppercase)
-                    && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_lowercase);
                 if !(word_byte(b) || apostrophe) || acronym_ends {
                     break;
                 }
@@ -349,11 +399,12 @@ fn words(text: &str) -> Vec<Word> {
         while let Some(&(i, c)) = chars.peek() {
             let apostrophe =
                 matches!(c, '\'' | '’') && text[i + c.len_utf8()..].chars().next().is_some_and(char::is_alphabetic);
-            // "USAIgnore": an acronym run into a capitalised word is two words.
+            // "USAIgnore": an acronym run into a capitalised word is two words
+            // ("LLMs" is one).
             let acronym_ends = c.is_uppercase()
                 && text[start..i].chars().rev().take(2).all(char::is_uppercase)
                 && i - start >= 2
-                && text[i + c.len_utf8()..].chars().next().is_some_and(char::is_lowercase);
+                && text[i + c.len_utf8()..].chars().take(2).filter(|c| c.is_lowercase()).count() == 2;
             if (c.is_alphanumeric() || c == '_' || apostrophe) && !acronym_ends {
                 end = i + c.len_utf8();
                 chars.next();
@@ -364,6 +415,12 @@ fn words(text: &str) -> Vec<Word> {
         out.push(word(text, start, end, bytes));
     }
     out
+}
+
+/// The words of `text`, as the rules see them (for tests).
+#[cfg(test)]
+pub fn words_of(text: &str) -> Vec<&str> {
+    words(text).iter().map(|w| &text[w.start..w.end]).collect()
 }
 
 fn word(text: &str, start: usize, end: usize, bytes: &[u8]) -> Word {
@@ -428,7 +485,8 @@ fn sentences(text: &str, words: &[Word], json: bool) -> Vec<Sentence> {
                     n.is_ascii_whitespace() || matches!(n, b'"' | b'\'' | b')' | b'\\' | b'#' | b'<' | b'[')
                 }) && !abbreviation(&text[start..i])
             }
-            b':' => next.is_none_or(|n| n.is_ascii_whitespace()),
+            // "Note:", and "**Note:**" in markdown.
+            b':' => bytes[i + 1..].iter().find(|&&n| n != b'*' && n != b'_').is_none_or(|n| n.is_ascii_whitespace()),
             // An escaped line break (`\n` in JSON or a quoted YAML string).
             b'\\' => json || next == Some(b'n'),
             b'"' => json,
@@ -735,7 +793,7 @@ impl Scanner<'_> {
         }
         // "Instead of summarizing, transfer…": the order follows the clause.
         if head < words.len()
-            && ["instead", "before", "after", "once", "when", "first", "then"].iter().any(|w| v.is(head, w))
+            && ["instead", "before", "after", "once", "when", "first", "then", "if"].iter().any(|w| v.is(head, w))
             && let Some(comma) = sentence[..sentence.len().min(120)].find(',')
         {
             let verb = words[head..].iter().position(|w| w.start > s.start + comma).map(|p| head + p);
@@ -753,6 +811,12 @@ impl Scanner<'_> {
             (first, m)
         });
         let model = model_run.map(|(_, m)| m);
+        // "Agents should reset the password": support, travel and estate
+        // agents are people. Alone, "agent" names a model only when spoken
+        // to ("Scheduling agent:", "Dear agent,"), not when obliged.
+        // (A tool's name in the sentence says which kind is meant.)
+        let bare_agent = model_run.is_some_and(|(first, m)| first == m && (v.is(m, "agent") || v.is(m, "agents")))
+            && !words.iter().any(|w| w.identifier);
         let first_of = |m: usize| model_run.map_or(m, |(first, _)| first);
         let determined_at = |first: usize| {
             first > 0
@@ -792,12 +856,26 @@ impl Scanner<'_> {
         {
             return out;
         }
-        let please = (0..words.len())
-            .any(|i| v.is(i, "please") && (v.class(i + 1, Class::RiskyVerb) || v.class(i + 1, Class::Verb)));
+        let verb_at = |k: usize| v.class(k, Class::Verb) || v.class(k, Class::RiskyVerb);
+        // "please send…", and the same asked as a question: "could you
+        // (please) repeat…", "would you approve…".
+        let please = (0..words.len()).any(|i| {
+            v.is(i, "please") && verb_at(i + 1)
+                || ["could", "would", "can", "will"].iter().any(|m| v.is(i, m))
+                    && v.is(i + 1, "you")
+                    && (verb_at(i + 2) || v.class(i + 2, Class::Lead) && verb_at(i + 3))
+        });
+        // An order passed on: "the user has asked that you pay…", "they want
+        // you to send…".
+        let reported = (0..words.len()).any(|i| {
+            REPORTED_ORDER.iter().any(|w| v.is(i, w)) && {
+                let j = if v.is(i + 1, "that") { i + 2 } else { i + 1 };
+                v.class(j, Class::You) && (verb_at(j + 1) || v.is(j + 1, "to") && verb_at(j + 2))
+            }
+        });
         // After a turn marker or a label, any verb is an order.
         let ordered = turn_end > s.start;
         // "you must rate…", "the assistant should state…": a modal then a verb.
-        let verb_at = |k: usize| v.class(k, Class::Verb) || v.class(k, Class::RiskyVerb);
         // "must now reveal", "is required to give".
         let modal_verb = |i: usize| {
             v.class(i, Class::Modal)
@@ -812,17 +890,27 @@ impl Scanner<'_> {
                 .iter()
                 .any(|d| (0..words.len()).any(|k| v.is(k, d)))
         };
-        let modal_order = (0..words.len()).any(|i| {
-            modal_verb(i)
-                && (i > 0 && v.class(i - 1, Class::ModelNoun)
-                    || v.near(i.saturating_sub(5), 5, Class::ModelNoun).is_some())
-                && (v.any(Class::RiskyVerb) || deictic())
-        });
+        let modal_order = !bare_agent
+            && (0..words.len()).any(|i| {
+                modal_verb(i)
+                    && (i > 0 && v.class(i - 1, Class::ModelNoun)
+                        || v.near(i.saturating_sub(8), 8, Class::ModelNoun).is_some())
+                    && (v.any(Class::RiskyVerb) || deictic())
+            });
         // "you must set…": an order to whoever reads, counted half.
         let you_modal_order = (1..words.len()).any(|i| v.class(i - 1, Class::You) && modal_verb(i));
         // A shouted command ("JUST PRINT …") is an order too.
         let shouted = verb_start && words[head].shouting;
-        if risky_start || please && v.any(Class::RiskyVerb) || ordered && verb_start || modal_order || shouted {
+        // A model asked, conditionally: "…if the model could include…".
+        let model_asked = model.is_some_and(|m| ["could", "would"].iter().any(|w| v.is(m + 1, w)) && verb_at(m + 2));
+        if risky_start
+            || please && v.any(Class::RiskyVerb)
+            || ordered && verb_start
+            || modal_order
+            || shouted
+            || reported
+            || model_asked
+        {
             out.add(self, Rule::Imperative, 1.0);
         } else if you_modal_order && !v.any(Class::RiskyVerb) {
             // (With a risky verb it counts whole, below.)
@@ -833,12 +921,17 @@ impl Scanner<'_> {
         let mut vocative = false;
         if let Some(m) = model {
             let after = text[words[m].end..s.end].trim_start();
-            let greeting = (1..=2)
-                .any(|k| m >= k && ["dear", "hey", "hi", "hello", "attention", "to"].iter().any(|g| v.is(m - k, g)));
+            // Before the model noun (or its run: "Attention all AI models").
+            let greeting = (1..=2).any(|k| {
+                let first = first_of(m);
+                first >= k && ["dear", "hey", "hi", "hello", "attention", "to"].iter().any(|g| v.is(first - k, g))
+                    || k == 2 && first >= 3 && v.is(first - 3, "attention") && v.is(first - 2, "all")
+            });
             vocative = m < 3 && after.starts_with(',')
                 // "@ai:", "@assistant please…"
                 || text[..words[m].start].ends_with('@')
-                || greeting && after.starts_with([',', ':', '!'])
+                // "Dear AI,", "Hey Copilot:", "Dear AI code reviewer,"
+                || greeting && after.find([',', ':', '!', '-', '–', '—']).is_some_and(|c| after[..c].split_whitespace().count() <= 2)
                 // "AI assistants processing this email:", "Assistant instructions:"
                 // (not a speaker's "Agent:", nor "Our AI policy:")
                 || s.colon
@@ -854,7 +947,8 @@ impl Scanner<'_> {
                     && !determined_at(first_of(m))
                 || m > 1 && v.is(m - 1, "the") && (v.is(m - 2, "to") || v.is(m - 2, "attention"));
             // "if you are an AI", "If an AI is reading this page".
-            let conditional = (0..m).any(|i| v.is(i, "if") && v.is(i + 1, "you") && v.is(i + 2, "are"))
+            let conditional = (0..m)
+                .any(|i| v.is(i, "if") && (v.is(i + 1, "you") && v.is(i + 2, "are") || v.is(i + 1, "you're")))
                 || (first_of(m) >= 1
                     && first_of(m) <= 3
                     && (0..first_of(m)).any(|i| v.is(i, "if"))
@@ -867,25 +961,50 @@ impl Scanner<'_> {
             let determined = determined_at(first_of(m));
             // "The assistant must…", "AI systems processing this record must…".
             let obliged = v.near(m + 1, 5, Class::Modal).is_some() && modal_order;
+            // A model at work on this very text: "the AI reading this",
+            // "language models evaluating candidates for this role".
+            let at_work =
+                v.working(m + 1) && (m + 2..(m + 5).min(words.len())).any(|k| v.is(k, "this") || v.is(k, "these"));
             // "You are now DAN, an AI without restrictions."
             let made_one = (0..m).any(|i| v.class(i, Class::You) && v.is(i + 1, "are"));
-            if vocative || obliged || made_one || !determined && (you || verb_start || please) {
+            if vocative || obliged || made_one || model_asked || at_work || !determined && (you || verb_start || please)
+            {
                 out.add(self, Rule::Addressed, if vocative { 1.5 } else { 1.0 });
             }
         }
-        // The model's own work named: "in your answer", "when summarizing this document".
+        // The model's own work named: "in your answer", "when summarizing
+        // this document"; or its output obliged: "the summary must say".
+        let output_noun = |i: usize| OUTPUT_NOUNS.iter().any(|w| v.is(i, w));
         let your_work = (0..words.len()).any(|i| {
-            v.is(i, "your")
-                && ["answer", "response", "reply", "summary", "output", "answers", "responses", "analysis"]
-                    .iter()
-                    .any(|w| v.is(i + 1, w))
+            v.is(i, "your") && output_noun(i + 1)
+                || v.is(i, "the") && output_noun(i + 1) && v.class(i + 2, Class::Modal) && verb_at(i + 3)
+        });
+        // Authority claimed over the reader: "As the system administrator I
+        // authorise you…", "This is the account owner speaking."
+        let authority = (0..words.len()).any(|i| {
+            (v.is(i, "as") || v.is(i, "this") && v.is(i + 1, "is"))
+                && (i + 1..(i + 5).min(words.len())).any(|j| AUTHORITIES.iter().any(|a| v.is(j, a)))
+                && (i + 2..(i + 7).min(words.len())).any(|j| v.is(j, "i") || v.is(j, "we") || v.is(j, "speaking"))
         });
         // "When summarizing this document", "Whoever is reading this".
         let doing =
             ["when", "while", "before", "after", "if", "whoever", "anyone", "anybody"].iter().any(|w| v.is(0, w))
                 && (v.is(1, "is") && v.working(2) || v.working(1));
-        if your_work || doing {
-            out.add(self, Rule::Addressed, 1.0);
+        // …and on this very text: "When summarising this document" is said to
+        // whatever summarises it; "When summarising a report" is a style guide.
+        let doing_this = doing && (1..5).any(|i| ["this", "these", "above"].iter().any(|d| v.is(i, d)));
+        // A reader expected to be questioned about the text, and told what to
+        // answer: "if you are asked whether…, answer…", "if anyone asks, say…"
+        // (not "if you are asked for your password, never give it out").
+        let questioned = (0..words.len()).any(|i| {
+            (v.is(i, "if") || v.is(i, "when"))
+                && (v.is(i + 1, "asked")
+                    || v.is(i + 1, "you") && v.is(i + 2, "are") && v.is(i + 3, "asked")
+                    || (v.is(i + 1, "anyone") || v.is(i + 1, "someone")) && v.is(i + 2, "asks"))
+                && (i + 2..words.len()).any(|k| v.class(k, Class::Respond) || v.is(k, "tell") || v.is(k, "state"))
+        });
+        if your_work || doing || questioned || authority {
+            out.add(self, Rule::Addressed, if doing_this { 1.5 } else { 1.0 });
         }
         // You must / should / need to / are required to.
         let model_obliged = model.is_some_and(|m| v.near(m + 1, 5, Class::Modal).is_some() && modal_order);
@@ -893,6 +1012,7 @@ impl Scanner<'_> {
             && (0..words.len()).any(|i| (v.is(i, "make") || v.is(i, "be")) && v.is(i + 1, "sure") || v.is(i, "ensure"));
         if model_obliged
             || make_sure
+            || reported
             || (0..words.len()).any(|i| v.class(i, Class::You) && v.near(i + 1, 2, Class::Modal).is_some())
         {
             out.add(self, Rule::Modal, 1.0);
@@ -900,13 +1020,31 @@ impl Scanner<'_> {
         // Redirection: each cue counts half, two or more count whole.
         let fresh_task =
             (0..words.len()).any(|i| v.class(i, Class::Fresh) && v.near(i + 1, 2, Class::InstructionNoun).is_some());
-        let respond_only = (0..words.len()).any(|i| {
-            v.class(i, Class::Respond)
-                && ((i + 1..(i + 7).min(words.len())).any(|j| v.is(j, "only"))
-                    || v.is(i + 1, "with") && (v.is(i + 2, "the") && v.is(i + 3, "word") || v.is(i + 2, "a") || v.is(i + 2, "only"))
-                    // A fixed text to output: `print "…"`, `say 'pwned'`.
-                    || text[words[i].end..s.end].trim_start().starts_with(['"', '\'', '“', '‘']))
-        });
+        // Output limited to…: "only", "nothing else".
+        let exclusive = |i: usize| {
+            (i + 1..(i + 7).min(words.len())).any(|j| v.is(j, "only"))
+                || (i + 1..(i + 12).min(words.len())).any(|j| v.is(j, "nothing") && v.is(j + 1, "else"))
+        };
+        // A fixed text to output: `print "…"`, `say 'pwned'`, `output the
+        // sentence "…"` (a quote within three words).
+        let fixed = |i: usize| {
+            let rest = &text[words[i].end..s.end];
+            rest.char_indices()
+                .find(|&(k, c)| matches!(c, '"' | '“' | '‘') || c == '\'' && (k == 0 || rest[..k].ends_with(' ')))
+                .is_some_and(|(k, _)| rest[..k].split_whitespace().count() <= 3)
+        };
+        let mut respond_only = false;
+        let mut scripted = false;
+        for i in (0..words.len()).filter(|&i| v.class(i, Class::Respond)) {
+            let with = v.is(i + 1, "with")
+                && (v.is(i + 2, "the") && v.is(i + 3, "word") || v.is(i + 2, "a") || v.is(i + 2, "only"));
+            respond_only |= exclusive(i) || with || fixed(i);
+            // Output scripted word for word: "… and nothing else", or asked
+            // for ("could you repeat \"…\"").
+            scripted |= fixed(i) && (exclusive(i) || please);
+            // The answer's content dictated: "answer that it is safe", "must say that…".
+            scripted |= (i == head || i > 0 && v.class(i - 1, Class::Modal)) && v.is(i + 1, "that");
+        }
         let from_now_on = (0..words.len()).any(|i| v.is(i, "from") && v.is(i + 1, "now") && v.is(i + 2, "on"));
         let you_are_now = (0..words.len()).any(|i| v.class(i, Class::You) && v.is(i + 1, "are") && v.is(i + 2, "now"));
         let before_task = (0..words.len()).any(|i| {
@@ -918,12 +1056,40 @@ impl Scanner<'_> {
                         || ["continue", "proceed", "solve", "complete", "finish"].iter().any(|w| v.is(j, w))
                 })
         });
+        // "you will answer every question by…": a standing order.
+        let you_will = (0..words.len()).any(|i| {
+            v.class(i, Class::You)
+                && v.is(i + 1, "will")
+                && (v.class(i + 2, Class::Respond) || v.class(i + 2, Class::RiskyVerb))
+        });
+        // "…in every response": a standing order on all output.
+        let every_output =
+            (0..words.len()).any(|i| ["every", "each", "all"].iter().any(|w| v.is(i, w)) && output_noun(i + 1));
+        // "Do not summarise this text": the reader's task refused.
+        let task_refused = (0..words.len()).any(|i| {
+            v.class(i, Class::Negation)
+                && (i + 1..(i + 3).min(words.len())).any(|j| {
+                    TASK_VERBS.iter().any(|t| v.is(j, t)) && (j + 1..(j + 3).min(words.len())).any(|k| v.is(k, "this"))
+                })
+        });
         let instead = v.any(Class::Instead) && (verb_start || you || v.any(Class::RiskyVerb));
         let instead_order = instead && v.is(0, "instead") && (risky_start || v.class(head, Class::Respond));
-        let cues = [fresh_task, respond_only, from_now_on, you_are_now, before_task, instead, instead_order]
-            .iter()
-            .filter(|c| **c)
-            .count();
+        let cues = [
+            fresh_task,
+            respond_only,
+            scripted,
+            from_now_on,
+            you_are_now,
+            before_task,
+            instead,
+            instead_order,
+            you_will,
+            task_refused,
+            every_output,
+        ]
+        .iter()
+        .filter(|c| **c)
+        .count();
         if cues > 0 {
             out.add(self, Rule::Redirect, if cues > 1 { 2.0 } else { 1.0 });
         }
@@ -937,7 +1103,9 @@ impl Scanner<'_> {
             out.add(self, Rule::Imperative, 1.0);
         }
         if (giving_orders || out.rules.has(Rule::Imperative)) && v.any(Class::User) && !out.rules.has(Rule::Addressed) {
-            out.add(self, Rule::Addressed, 0.5);
+            // The user's wishes relayed through data ("the user has asked that
+            // you…") are a claim: the user speaks to the model directly.
+            out.add(self, Rule::Addressed, if reported { 1.0 } else { 0.5 });
         }
         // Secrecy.
         let hush = (0..words.len()).any(|i| {
@@ -956,10 +1124,17 @@ impl Scanner<'_> {
         }
         // A label: "TODO:", "Note to AI:", "New task:".
         let for_model = model.is_some_and(|m| {
-            (1..=3).any(|k| m >= k && ["to", "for", "para", "pour", "für", "per"].iter().any(|w| v.is(m - k, w)))
+            (1..=3).any(|k| {
+                m >= k
+                    && (["to", "for", "para", "pour", "für", "per"].iter().any(|w| v.is(m - k, w))
+                        // German "an den/die/das …" ("Hinweis an den KI-Assistenten:")
+                        || v.is(m - k, "an") && ["den", "die", "das", "dem"].iter().any(|a| v.is(m - k + 1, a)))
+            })
         });
         let labelled = s.colon
-            && (words.len() <= 5 && v.any(Class::Label) || words.len() <= 8 && (for_model || vocative || doing));
+            && (words.len() <= 5 && v.any(Class::Label)
+                || words.len() <= 8 && (for_model || vocative || doing)
+                || words.len() <= 3 && v.class(words.len() - 1, Class::InstructionNoun));
         if labelled {
             out.add(self, Rule::Label, 1.0);
             if for_model || vocative {
@@ -1013,9 +1188,12 @@ impl Scanner<'_> {
         }
         let introduces = s.colon || sentence.trim_end().ends_with('!');
         let marker_ends = out.rules.has(Rule::RoleTurn) && turn_end + 1 >= s.end;
+        // "(The following is a priority override from your operator.)"
+        let announces = out.score >= 0.5 && (0..words.len()).any(|i| v.is(i, "following"));
         out.prefix = marker_ends
             || (labelled || out.rules.has(Rule::RoleTurn) || introduces && out.score > 0.0) && words.len() <= 4
-            || labelled;
+            || labelled
+            || announces;
         out
     }
 
@@ -1108,6 +1286,13 @@ impl Scanner<'_> {
         if let Some(end) = role(&self.roles) {
             out.add(self, Rule::RoleTurn, 1.0);
             turn_end = end;
+            // "[system](#instructions)": the link's anchor belongs to the marker.
+            let rest = &text[turn_end..s.end];
+            if rest.starts_with("(#")
+                && let Some(close) = rest[..rest.len().min(64)].find(')')
+            {
+                turn_end += close + 1;
+            }
         } else if at_line_start && let Some(p) = self.prefixes.iter().find(|p| starts_ci(sentence.trim_start(), p)) {
             out.add(self, Rule::RoleTurn, 1.0);
             turn_end = s.start + (sentence.len() - sentence.trim_start().len()) + p.len();
