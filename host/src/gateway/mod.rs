@@ -776,9 +776,7 @@ impl Gateway {
             })
             .collect();
         let request = ListRequest { request_id: self.request_id(), session_id: None, principal: principal.to_policy() };
-        let decision = live.chain.on_list(&request, &listed, now_ms());
         let name_of = |i: usize| snapshot.tools[i].exposed.clone();
-        let tools = shown(decision.items, principal, name_of);
 
         // Resources, templates and prompts go to on-catalog in one listing.
         let item = |kind, server: &str, name: &str, definition: &Value| ListedItem {
@@ -799,8 +797,11 @@ impl Gateway {
         )
         .chain(snapshot.prompts.iter().map(|p| item(ItemKind::Prompt, &p.upstream, &p.name, &p.definition)))
         .collect();
-        let decision = live.chain.on_catalog(&request, &items, now_ms());
-        let mut visible = decision.items;
+        let (listing, catalog) = off_the_runtime(|| {
+            (live.chain.on_list(&request, &listed, now_ms()), live.chain.on_catalog(&request, &items, now_ms()))
+        });
+        let tools = shown(listing.items, principal, name_of);
+        let mut visible = catalog.items;
         let prompts = visible.split_off(snapshot.resources.len() + snapshot.templates.len());
         let templates = visible.split_off(snapshot.resources.len());
         let view = Arc::new(View {
@@ -1610,6 +1611,20 @@ fn denied(rejection: &Rejection) -> RpcError {
 fn decode_cursor(cursor: &str) -> Option<usize> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     text.strip_prefix("o:")?.parse().ok()
+}
+
+/// Run the listing hooks without holding up the runtime. A view is built in
+/// synchronous code that many handlers share, once per principal and
+/// catalog and chain generation, so it cannot await the plugin threads;
+/// `block_in_place` hands this worker's other tasks to another thread while
+/// the hooks run (up to their deadline, for a plugin that spins). On a
+/// current-thread runtime (unit tests) or off the runtime, they run here.
+fn off_the_runtime<R>(run: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => run(),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -6,10 +6,12 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use e2e::{Scratch, Warden, bin, echo_gateway};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 fn hostile() -> PathBuf {
     let target = bin("warden").parent().and_then(Path::parent).unwrap().to_owned();
@@ -116,4 +118,55 @@ async fn hostile_calls_fail_alone_and_name_their_limit_while_others_are_served()
         let result = echo(&warden, 200_000 + n, json!({"behavior": "count"})).await.unwrap();
         assert_eq!(echoed(&result)["instance_calls"], 1, "call {n} met a used instance");
     }
+}
+
+/// A listing plugin that spins to its deadline, for more principals at once
+/// than the gateway has runtime workers (one per core): a request that needs
+/// no listing (`server/discover`) is answered while they spin, not after them. Each principal's
+/// view is built once, in synchronous code, so the gateway runs the listing
+/// hooks with `block_in_place` rather than on its plugin threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_plugin_that_spins_holds_up_no_one_else() {
+    let dir = Scratch::new("list-spin");
+    let chain = dir.path().join("chain.toml");
+    let plugin = format!(
+        "[limits]\nfuel = 100_000_000_000\ndeadline_ms = 1000\n\n[[plugin]]\nname = \"hostile\"\nsource = \"{}\"\n[plugin.config]\nbehavior = \"spin\"\n",
+        hostile().display()
+    );
+    std::fs::write(&chain, plugin).unwrap();
+    let spinners = std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    let key = |n: usize| format!("list-spin-key-{n}");
+    let api_keys: String = (0..=spinners)
+        .map(|n| format!("[[api_key]]\nsubject = \"s{n}\"\nsha256 = \"{:x}\"\n\n", Sha256::digest(key(n).as_bytes())))
+        .collect();
+    let warden = Arc::new(Warden::start(&format!(
+        "{api_keys}[policy]\nchain = \"{}\"\n\n[[upstream]]\nname = \"echo\"\ncommand = \"python3\"\n\
+         args = [\"{{root}}/tests/e2e/fakes/stdio_server.py\"]\n",
+        chain.display()
+    )));
+    let bearer = |n: usize| format!("Bearer {}", key(n));
+
+    let started = Instant::now();
+    let lists: Vec<_> = (1..=spinners)
+        .map(|n| {
+            let (warden, auth) = (Arc::clone(&warden), bearer(n));
+            tokio::spawn(
+                async move { warden.modern(&[("authorization", &auth)], n as u64, "tools/list", json!({})).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for id in 0..5 {
+        let sent = Instant::now();
+        let reply = warden.modern(&[("authorization", &bearer(0))], 100 + id, "server/discover", json!({})).await;
+        assert!(reply.json().get("result").is_some(), "{reply:?}");
+        let took = sent.elapsed();
+        assert!(took < Duration::from_millis(500), "discover {id} took {took:?} while listings spun\n{}", warden.log());
+    }
+    for list in lists {
+        let reply = list.await.unwrap();
+        // The plugin failed (its deadline), so the listing fails closed.
+        assert_eq!(reply.json()["result"]["tools"], json!([]), "{reply:?}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1000), "the listings did not spin");
 }
