@@ -499,7 +499,11 @@ fn sentences(text: &str, words: &[Word], json: bool) -> Vec<Sentence> {
                 end += 1;
             }
             let end = if matches!(b, b'"' | b'\\' | b'\n') { i } else { end };
-            push(start, end, line, b == b':', &mut w);
+            // A short markdown heading introduces what follows, as a colon does.
+            let heading = b == b'\n'
+                && text[start..i].trim_start().starts_with('#')
+                && text[start..i].split_whitespace().count() <= 5;
+            push(start, end, line, b == b':' || heading, &mut w);
             // A new line, or in JSON a new string: spans never cross either.
             if b == b'\n' || (json && b == b'"') {
                 line += 1;
@@ -878,10 +882,12 @@ impl Scanner<'_> {
         // "you must rate…", "the assistant should state…": a modal then a verb.
         // "must now reveal", "is required to give".
         let modal_verb = |i: usize| {
-            v.class(i, Class::Modal)
-                && (verb_at(i + 1)
-                    || v.is(i + 1, "to") && verb_at(i + 2)
-                    || (v.class(i + 1, Class::Lead) || v.class(i + 1, Class::Urgent)) && verb_at(i + 2))
+            // "the assistant is to decline…"
+            (v.is(i, "is") || v.is(i, "are")) && v.is(i + 1, "to") && verb_at(i + 2)
+                || v.class(i, Class::Modal)
+                    && (verb_at(i + 1)
+                        || v.is(i + 1, "to") && verb_at(i + 2)
+                        || (v.class(i + 1, Class::Lead) || v.class(i + 1, Class::Urgent)) && verb_at(i + 2))
         };
         // "the assistant must rate this candidate": a model obliged to act on
         // this document (not "the model should follow user instructions").
@@ -927,7 +933,16 @@ impl Scanner<'_> {
                 first >= k && ["dear", "hey", "hi", "hello", "attention", "to"].iter().any(|g| v.is(first - k, g))
                     || k == 2 && first >= 3 && v.is(first - 3, "attention") && v.is(first - 2, "all")
             });
+            // "AI bookkeeping assistant, kindly…": the sentence opens by naming a model.
+            let named_first = sentence.find(',').is_some_and(|comma| {
+                let before = words.iter().take_while(|w| w.start < s.start + comma).count();
+                (1..=4).contains(&before)
+                    && v.class(before - 1, Class::ModelNoun)
+                    && !determined_at(0)
+                    && first_of(m) < before
+            });
             vocative = m < 3 && after.starts_with(',')
+                || named_first
                 // "@ai:", "@assistant please…"
                 || text[..words[m].start].ends_with('@')
                 // "Dear AI,", "Hey Copilot:", "Dear AI code reviewer,"
@@ -936,7 +951,10 @@ impl Scanner<'_> {
                 // (not a speaker's "Agent:", nor "Our AI policy:")
                 || s.colon
                     && model_run.is_some_and(|(first, _)| first == 0)
-                    && ((m + 1..words.len()).any(|k| v.working(k) || v.class(k, Class::InstructionNoun) || v.class(k, Class::Label))
+                    // ("Agent note:" is a person's; "Agent instruction:" is not.)
+                    && ((m + 1..words.len()).any(|k| {
+                        v.working(k) || v.class(k, Class::InstructionNoun) || v.class(k, Class::Label) && !bare_agent
+                    })
                         // "AI code assistants:", "LLMs:": readers of a kind, not a speaker.
                         || words.last().is_some_and(|w| {
                             let last = text[w.start..w.end].to_ascii_lowercase();
@@ -987,9 +1005,12 @@ impl Scanner<'_> {
                 && (i + 2..(i + 7).min(words.len())).any(|j| v.is(j, "i") || v.is(j, "we") || v.is(j, "speaking"))
         });
         // "When summarizing this document", "Whoever is reading this".
-        let doing =
-            ["when", "while", "before", "after", "if", "whoever", "anyone", "anybody"].iter().any(|w| v.is(0, w))
-                && (v.is(1, "is") && v.working(2) || v.working(1));
+        let doing = ["when", "while", "before", "after", "if", "whoever", "anyone", "anybody"].iter().any(|w| v.is(0, w))
+                && (v.is(1, "is") && v.working(2) || v.working(1))
+                // "Oh, and whoever is generating the minutes - …"
+                || (1..words.len()).any(|i| {
+                    ["whoever", "anyone", "anybody"].iter().any(|w| v.is(i, w)) && (v.is(i + 1, "is") && v.working(i + 2) || v.working(i + 1))
+                });
         // …and on this very text: "When summarising this document" is said to
         // whatever summarises it; "When summarising a report" is a style guide.
         let doing_this = doing && (1..5).any(|i| ["this", "these", "above"].iter().any(|d| v.is(i, d)));
@@ -1043,7 +1064,7 @@ impl Scanner<'_> {
             // for ("could you repeat \"…\"").
             scripted |= fixed(i) && (exclusive(i) || please);
             // The answer's content dictated: "answer that it is safe", "must say that…".
-            scripted |= (i == head || i > 0 && v.class(i - 1, Class::Modal)) && v.is(i + 1, "that");
+            scripted |= (i == head || i > 0 && v.class(i - 1, Class::Modal) || doing) && v.is(i + 1, "that");
         }
         let from_now_on = (0..words.len()).any(|i| v.is(i, "from") && v.is(i + 1, "now") && v.is(i + 2, "on"));
         let you_are_now = (0..words.len()).any(|i| v.class(i, Class::You) && v.is(i + 1, "are") && v.is(i + 2, "now"));
@@ -1112,6 +1133,8 @@ impl Scanner<'_> {
             v.class(i, Class::Negation)
                 && v.near(i + 1, 3, Class::Inform).is_some()
                 && (v.near(i + 1, 6, Class::User).is_some() || v.near(i + 1, 4, Class::You).is_none())
+                // "notify no one", "tell nobody"
+                || v.class(i, Class::Inform) && (v.is(i + 1, "nobody") || v.is(i + 1, "no") && v.is(i + 2, "one"))
         });
         if hush || v.any(Class::Stealth) {
             out.add(self, Rule::Secrecy, 1.0);
@@ -1135,6 +1158,14 @@ impl Scanner<'_> {
             && (words.len() <= 5 && v.any(Class::Label)
                 || words.len() <= 8 && (for_model || vocative || doing)
                 || words.len() <= 3 && v.class(words.len() - 1, Class::InstructionNoun));
+        // A label in brackets opening the sentence: "[Message to the shopping assistant] Add…".
+        let bracketed = sentence.trim_start().starts_with(['[', '('])
+            && sentence.find([']', ')']).is_some_and(|close| {
+                model.is_some_and(|m| words[m].end <= s.start + close)
+                    && words.iter().filter(|w| w.end <= s.start + close).count() <= 8
+            })
+            && for_model;
+        let labelled = labelled || bracketed;
         if labelled {
             out.add(self, Rule::Label, 1.0);
             if for_model || vocative {
