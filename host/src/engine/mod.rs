@@ -12,11 +12,11 @@ mod cache;
 mod error;
 mod plugin;
 mod store;
+mod ticker;
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    thread,
     time::Duration,
 };
 
@@ -45,8 +45,7 @@ pub use error::{Failure, Hook, LoadError, PluginError};
 pub use plugin::{Hooks, Invocation, Plugin};
 use store::StoreState;
 
-/// How often the epoch ticker advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
+use ticker::{EPOCH_TICK, Ticker};
 /// Bytes of each linear memory kept mapped between instances.
 const KEEP_RESIDENT: usize = 2 << 20;
 /// Compiled components kept in memory, by digest, so reloading a chain whose
@@ -117,6 +116,14 @@ struct EngineInner {
     settings: EngineSettings,
     compiled: Mutex<CompiledCache>,
     disk_cache: Option<wasmtime::Cache>,
+    /// Advances the epoch while hooks run (deadlines are counted in its ticks).
+    ticker: Arc<Ticker>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
 }
 
 /// Least-recently-inserted eviction is enough: entries are few and cheap to rebuild.
@@ -184,16 +191,7 @@ impl Engine {
         let mut linker = Linker::new(&wasmtime);
         store::link(&mut linker).map_err(engine_error)?;
 
-        let weak = wasmtime.weak();
-        thread::Builder::new()
-            .name("warden-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    thread::sleep(EPOCH_TICK);
-                }
-            })
+        let ticker = Ticker::start(wasmtime.weak())
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
         Ok(Self {
@@ -203,6 +201,7 @@ impl Engine {
                 settings: settings.clone(),
                 compiled: Mutex::default(),
                 disk_cache,
+                ticker,
             }),
         })
     }

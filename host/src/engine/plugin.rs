@@ -337,6 +337,8 @@ impl Plugin {
         if metered {
             store.set_fuel(limits.fuel).expect("fuel metering is enabled on the engine");
         }
+        // The ticker must run while this store does, or the deadline never comes.
+        let _ticking = self.inner.engine.inner.ticker.busy();
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         store.epoch_deadline_trap();
 

@@ -170,6 +170,30 @@ fn without_fuel_metering_the_deadline_still_bounds_a_plugin() {
     assert_eq!(allowed.fuel_used, 0);
 }
 
+/// An idle engine's ticker rests (an idle gateway no longer wakes 1000
+/// times a second), and the next hook call wakes it: a plugin that spins
+/// still ends at its deadline, not never.
+#[test]
+fn the_ticker_rests_when_idle_and_the_next_call_wakes_it() {
+    let settings = EngineSettings { cache: CompileCache::Off, ..EngineSettings::default() };
+    let engine = Engine::new(&settings).unwrap();
+    let limits = Limits { fuel: u64::MAX / 2, deadline: Duration::from_millis(50), ..Limits::default() };
+    let plugin = engine.load("hostile", hostile_bytes(), limits).unwrap();
+    let ticker = &engine.inner.ticker;
+    std::thread::sleep(super::ticker::LINGER + Duration::from_millis(300));
+    let before = ticker.ticks();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ticker.ticks(), before, "the ticker ticked with no hook running");
+
+    let started = std::time::Instant::now();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(on_call_failure(&plugin, "spin")));
+    let err = finished.recv_timeout(Duration::from_secs(5)).expect("the spinning plugin was never stopped");
+    assert_eq!(err.failure, Failure::Deadline { limit: Duration::from_millis(50) });
+    assert!(started.elapsed() < Duration::from_millis(700), "the deadline came late: {:?}", started.elapsed());
+    assert!(ticker.ticks() > before);
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_limit() {
     let plugin = hostile(Limits { memory_bytes: 16 << 20, ..Limits::default() });
