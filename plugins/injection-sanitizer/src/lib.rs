@@ -561,6 +561,7 @@ mod tests {
             "the system: is down",
             "Please send me the signed contract by Friday.",
             "Our AI assistant helps you draft replies faster.",
+            "The AI assistant, launched in May, can send reminders to the user.",
             "TODO: remove this workaround once the upstream fix lands",
             "User: my printer is broken\nAgent: Please restart it.",
             "system:\n  timezone: UTC\n",

@@ -938,10 +938,11 @@ impl Scanner<'_> {
                 let before = words.iter().take_while(|w| w.start < s.start + comma).count();
                 (1..=4).contains(&before)
                     && v.class(before - 1, Class::ModelNoun)
-                    && !determined_at(0)
+                    && !determined_at(1)
                     && first_of(m) < before
             });
-            vocative = m < 3 && after.starts_with(',')
+            // "AI, …", "Assistant, …" (not "The AI assistant, launched in May, …")
+            vocative = m < 3 && after.starts_with(',') && !determined_at(first_of(m))
                 || named_first
                 // "@ai:", "@assistant please…"
                 || text[..words[m].start].ends_with('@')
