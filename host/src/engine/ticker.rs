@@ -80,13 +80,13 @@ impl Ticker {
     }
 
     /// A hook call is running until the guard is dropped: keep ticking.
-    pub fn busy(self: &Arc<Self>) -> Busy {
+    pub fn busy(&self) -> Busy<'_> {
         self.running.fetch_add(1, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_one();
         }
-        Busy(Arc::clone(self))
+        Busy(self)
     }
 
     /// End the thread (the engine is being dropped).
@@ -104,9 +104,9 @@ impl Ticker {
 }
 
 /// See [`Ticker::busy`].
-pub struct Busy(Arc<Ticker>);
+pub struct Busy<'a>(&'a Ticker);
 
-impl Drop for Busy {
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
